@@ -1,0 +1,181 @@
+// One configuration object per process: read once (file, then flags), validated against a
+// schema, deep-frozen, and passed down. Nothing else reads process.env.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Ajv } from 'ajv';
+import { parse } from 'yaml';
+import { MandateError } from './errors.ts';
+import type { LogLevel } from './log.ts';
+
+export type FsyncMode = 'always' | 'batch' | 'never';
+
+export interface Config {
+  /** SPIFFE trust domain: spiffe://<trustDomain>/ns/<ns>/agent/<name>. */
+  readonly trustDomain: string;
+  /** Folder of persistent state: the CA, audit segments. */
+  readonly dataDir: string;
+  readonly standalone: {
+    /** Folder of manifests (AgentIdentity, AgentPolicy, AgentTool, Secret). */
+    readonly manifests: string;
+    /** Reload on change. */
+    readonly watch: boolean;
+  };
+  readonly authz: {
+    /** host:port of the ext_authz gRPC server (mTLS). */
+    readonly listen: string;
+    /** Largest CheckRequest accepted, in bytes; larger ones get RESOURCE_EXHAUSTED. */
+    readonly maxRequestBytes: number;
+    /** Largest HTTP body Mandate parses for parameters; larger bodies are denied 413. */
+    readonly maxBodyBytes: number;
+    /** Extra DNS names / IPs on the server certificate (besides localhost and 127.0.0.1). */
+    readonly serverNames: readonly string[];
+  };
+  readonly http: {
+    /** host:port of /metrics, /healthz, /readyz. */
+    readonly listen: string;
+  };
+  readonly identity: {
+    /** Default X.509-SVID lifetime, seconds (an AgentIdentity's certificateTTL overrides it). */
+    readonly certTTLSeconds: number;
+  };
+  readonly audit: {
+    readonly dir: string;
+    /** Records per segment before it is sealed with a signed checkpoint. */
+    readonly segmentRecords: number;
+    /** always: fdatasync each record; batch: once per group commit; never: leave it to the OS. */
+    readonly fsync: FsyncMode;
+    /** Also write each record as a JSON line on stdout for a SIEM. */
+    readonly stdout: boolean;
+  };
+  readonly killSwitch: {
+    /** Deny every call of every identity. */
+    readonly global: boolean;
+    /** Deny every call of identities in these namespaces. */
+    readonly namespaces: readonly string[];
+  };
+  readonly log: { readonly level: LogLevel };
+}
+
+export type ConfigInput = {
+  [K in keyof Config]?: Config[K] extends readonly unknown[] ? Config[K] : Config[K] extends object ? Partial<Config[K]> : Config[K];
+};
+
+export const defaultDataDir = '.mandate';
+
+export function defaults(dataDir = defaultDataDir): Config {
+  return {
+    trustDomain: 'cluster.local',
+    dataDir,
+    standalone: { manifests: 'policies', watch: true },
+    authz: { listen: '127.0.0.1:9001', maxRequestBytes: 4 * 1024 * 1024, maxBodyBytes: 1024 * 1024, serverNames: [] },
+    http: { listen: '127.0.0.1:9090' },
+    identity: { certTTLSeconds: 3600 },
+    audit: { dir: `${dataDir}/audit`, segmentRecords: 10_000, fsync: 'batch', stdout: true },
+    killSwitch: { global: false, namespaces: [] },
+    log: { level: 'info' },
+  };
+}
+
+const hostPort = '^(\\[[0-9a-fA-F:]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$';
+const schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['trustDomain', 'dataDir', 'standalone', 'authz', 'http', 'identity', 'audit', 'killSwitch', 'log'],
+  properties: {
+    trustDomain: { type: 'string', pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$', maxLength: 255 },
+    dataDir: { type: 'string', minLength: 1 },
+    standalone: {
+      type: 'object', additionalProperties: false, required: ['manifests', 'watch'],
+      properties: { manifests: { type: 'string', minLength: 1 }, watch: { type: 'boolean' } },
+    },
+    authz: {
+      type: 'object', additionalProperties: false, required: ['listen', 'maxRequestBytes', 'maxBodyBytes', 'serverNames'],
+      properties: {
+        listen: { type: 'string', pattern: hostPort },
+        maxRequestBytes: { type: 'integer', minimum: 1024, maximum: 64 * 1024 * 1024 },
+        maxBodyBytes: { type: 'integer', minimum: 0, maximum: 64 * 1024 * 1024 },
+        serverNames: { type: 'array', items: { type: 'string', minLength: 1 } },
+      },
+    },
+    http: { type: 'object', additionalProperties: false, required: ['listen'], properties: { listen: { type: 'string', pattern: hostPort } } },
+    identity: {
+      type: 'object', additionalProperties: false, required: ['certTTLSeconds'],
+      properties: { certTTLSeconds: { type: 'integer', minimum: 60, maximum: 86400 } },
+    },
+    audit: {
+      type: 'object', additionalProperties: false, required: ['dir', 'segmentRecords', 'fsync', 'stdout'],
+      properties: {
+        dir: { type: 'string', minLength: 1 },
+        segmentRecords: { type: 'integer', minimum: 1, maximum: 10_000_000 },
+        fsync: { enum: ['always', 'batch', 'never'] },
+        stdout: { type: 'boolean' },
+      },
+    },
+    killSwitch: {
+      type: 'object', additionalProperties: false, required: ['global', 'namespaces'],
+      properties: { global: { type: 'boolean' }, namespaces: { type: 'array', items: { type: 'string' } } },
+    },
+    log: { type: 'object', additionalProperties: false, required: ['level'], properties: { level: { enum: ['debug', 'info', 'warn', 'error'] } } },
+  },
+} as const;
+
+const validate = new Ajv({ allErrors: true }).compile(schema);
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function merge(base: Config, input: ConfigInput): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(input)) {
+    const b = (base as unknown as Record<string, unknown>)[k];
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' ? { ...b, ...v } : v;
+  }
+  return out;
+}
+
+/**
+ * Builds the process config: defaults, then the YAML file (if any), then overrides (flags).
+ * A dataDir given without an audit dir moves the audit dir with it.
+ */
+export function buildConfig(fileInput: ConfigInput = {}, overrides: ConfigInput = {}): Config {
+  const dataDir = overrides.dataDir ?? fileInput.dataDir ?? defaultDataDir;
+  let merged = merge(defaults(dataDir), fileInput) as unknown as Config;
+  merged = merge(merged, overrides) as unknown as Config;
+  if (!validate(merged)) {
+    const detail = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''}`).join('; ');
+    throw new MandateError('CONFIG_INVALID', `invalid configuration: ${detail}`, { errors: validate.errors });
+  }
+  const resolved: Config = {
+    ...merged,
+    dataDir: resolve(merged.dataDir),
+    standalone: { ...merged.standalone, manifests: resolve(merged.standalone.manifests) },
+    audit: { ...merged.audit, dir: resolve(merged.audit.dir) },
+  };
+  return deepFreeze(resolved);
+}
+
+export function readConfigFile(path: string): ConfigInput {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new MandateError('CONFIG_INVALID', `cannot read config file ${path}: ${(err as Error).message}`, { path });
+  }
+  const doc: unknown = parse(text);
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new MandateError('CONFIG_INVALID', `config file ${path} must hold a YAML mapping`, { path });
+  }
+  return doc as ConfigInput;
+}
+
+/** Environment read once, here: MANDATE_LOG_LEVEL only, so the process stays explainable by its flags. */
+export function envOverrides(env: NodeJS.ProcessEnv = process.env): ConfigInput {
+  const level = env.MANDATE_LOG_LEVEL;
+  return level ? { log: { level: level as LogLevel } } : {};
+}

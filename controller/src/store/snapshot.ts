@@ -1,0 +1,39 @@
+// The Snapshot is the one read model every decision is made from. Stores (files now, the
+// Kubernetes informers later) build a new one and swap it in atomically; a check holds on to the
+// snapshot it started with, so a reload never changes the rules under an in-flight request.
+import type { AgentIdentity, AgentPolicy, AgentTool, ObjectMeta } from '../../../crds/generated/types.ts';
+
+/** A Secret as Mandate keeps it: only what tools reference, values decoded. Never logged. */
+export interface SecretObject {
+  readonly apiVersion: 'v1';
+  readonly kind: 'Secret';
+  readonly metadata: ObjectMeta;
+  /** Decoded values (from `data`, base64, and `stringData`). */
+  readonly values: ReadonlyMap<string, string>;
+}
+
+export interface Snapshot {
+  /** Increases by one with every snapshot a store publishes. */
+  readonly revision: number;
+  readonly loadedAt: string;
+  /** Where it came from, e.g. `files:/abs/policies` or `kubernetes`. */
+  readonly source: string;
+  /** Keyed by `namespace/name`. */
+  readonly identities: ReadonlyMap<string, AgentIdentity>;
+  readonly policies: ReadonlyMap<string, AgentPolicy>;
+  readonly tools: ReadonlyMap<string, AgentTool>;
+  readonly secrets: ReadonlyMap<string, SecretObject>;
+}
+
+export const objectKey = (meta: Pick<ObjectMeta, 'name' | 'namespace'>): string => `${meta.namespace ?? 'default'}/${meta.name}`;
+
+/** A problem with one manifest or one policy rule, precise enough to fix without guessing. */
+export interface ManifestProblem {
+  /** File the object came from (standalone), if any. */
+  readonly file?: string;
+  /** `Kind namespace/name`, or `document N` when the object has no usable identity. */
+  readonly object: string;
+  /** JSON path inside the object, e.g. `.spec.rules[2].when`. */
+  readonly field: string;
+  readonly message: string;
+}
