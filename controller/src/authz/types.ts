@@ -21,7 +21,10 @@ export interface HttpRequestAttributes {
   readonly port?: number;
   /** Path without query string. */
   readonly path: string;
+  /** Decoded query parameters; when a key repeats, the first value is kept here. */
   readonly query: Readonly<Record<string, string>>;
+  /** Query keys that occurred more than once: classification refuses to take such a key as a parameter. */
+  readonly repeatedQueryKeys?: readonly string[];
   readonly headers: Readonly<Record<string, string>>;
   readonly scheme: string;
   /** Raw body as Envoy sent it (may be absent or truncated). */
@@ -94,6 +97,16 @@ export interface Decision {
   readonly classified?: Classified;
   /** What each DryRun policy bound to the identity would have decided. */
   readonly dryRun: readonly DryRunResult[];
+  /** On 429: seconds until the exhausted limit has room again (for a Retry-After header). */
+  readonly retryAfterSeconds?: number;
+  /** Enforced rules whose `when` failed to evaluate (each then counted fail-closed); for audit and logs. */
+  readonly conditionErrors?: readonly ConditionFailure[];
+}
+
+/** A rule condition that could not be evaluated, and CEL's reason. */
+export interface ConditionFailure {
+  readonly rule: RuleRef;
+  readonly message: string;
 }
 
 /** What the adapter must do on allow: which credential header to set (value never logged). */
