@@ -31,6 +31,8 @@ export const objectKey = (meta: Pick<ObjectMeta, 'name' | 'namespace'>): string 
 export interface ManifestProblem {
   /** File the object came from (standalone), if any. */
   readonly file?: string;
+  /** 1-based line in `file` where the problem is, when known. */
+  readonly line?: number;
   /** `Kind namespace/name`, or `document N` when the object has no usable identity. */
   readonly object: string;
   /** JSON path inside the object, e.g. `.spec.rules[2].when`. */
