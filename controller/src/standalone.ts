@@ -8,6 +8,7 @@ import { loadOrCreateAuditSigner } from './audit/signer.ts';
 import { compileSnapshot, type Compiled } from './authz/compiled.ts';
 import { MemoryCertificateProvider } from './authz/cert-provider.ts';
 import { authPackageDefinition, authorizationService } from './authz/protos.ts';
+import { linkedPackageDefinition } from './authz/reflection.ts';
 import { startAuthzServer, type AuthzServerHandle } from './authz/server.ts';
 import { createCheckHandler } from './authz/service.ts';
 import type { Config } from './config.ts';
@@ -93,7 +94,7 @@ export async function startStandalone(config: Config, log: Logger, io: { stdout?
       listen: config.authz.listen,
       maxRequestBytes: config.authz.maxRequestBytes,
       certificates,
-      packageDefinition: authPackageDefinition(),
+      packageDefinition: linkedPackageDefinition(authPackageDefinition()),
       service: authorizationService(),
       authenticate: (cert) => peers.authenticate(cert),
       handler: createCheckHandler({

@@ -360,8 +360,9 @@ describe('decide: DryRun', () => {
     assert.deepEqual(d.dryRun, [
       { policy: 'agents/dry-ask', effect: 'RequireApproval', reason: 'rule', rule: { policy: 'agents/dry-ask', generation: 1, rule: 'ask' } },
       { policy: 'agents/dry-deny', effect: 'Deny', reason: 'rule', rule: { policy: 'agents/dry-deny', generation: 1, rule: 'no-merge' } },
-      { policy: 'agents/dry-none', effect: 'Deny', reason: 'default-deny' },
     ]);
+    // agents/dry-none has no rule for github.pr.merge: not applicable, so no verdict at all.
+    assert.ok(!d.dryRun.some((r) => r.policy === 'agents/dry-none'));
   });
 
   it('never lets a DryRun Allow allow, nor a DryRun Deny deny', () => {

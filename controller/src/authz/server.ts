@@ -18,6 +18,7 @@ export interface AuthzServerOptions {
   readonly listen: string;
   readonly maxRequestBytes: number;
   readonly certificates: MemoryCertificateProvider;
+  /** Served by gRPC reflection; its descriptors must be linked (see reflection.ts). */
   readonly packageDefinition: PackageDefinition;
   readonly service: grpc.ServiceDefinition;
   /** Maps the TLS peer certificate to a PeerIdentity, or throws PEER_UNAUTHENTICATED. */

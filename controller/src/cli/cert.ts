@@ -38,7 +38,7 @@ export async function certCommand(args: readonly string[]): Promise<number> {
   }
 
   const config = configFromFlags(values);
-  const log = loggerFor(config);
+  const log = loggerFor(config, { quiet: true });
   const { snapshot } = await loadCompiled(config, log);
   const identity = snapshot.identities.get(`${ref.namespace}/${ref.name}`);
   if (!identity) throw new MandateError('IDENTITY_UNKNOWN', `no AgentIdentity ${ref.namespace}/${ref.name} in ${config.standalone.manifests}`);

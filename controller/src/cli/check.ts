@@ -51,7 +51,7 @@ export async function checkCommand(args: readonly string[]): Promise<number> {
   if (body !== undefined && !headers['content-type']) headers['content-type'] = 'application/json';
 
   const config = configFromFlags(values);
-  const { compiled } = await loadCompiled(config, loggerFor(config));
+  const { compiled } = await loadCompiled(config, loggerFor(config, { quiet: true }));
   const spiffeId = agentSpiffeId(config.trustDomain, ref.namespace, ref.name);
   const request: CheckRequestObject = {
     attributes: {

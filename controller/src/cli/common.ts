@@ -29,6 +29,8 @@ export function configFromFlags(values: ConfigFlagValues, extra: ConfigInput = {
   return buildConfig(file, flags as ConfigInput);
 }
 
-export function loggerFor(config: Config): Logger {
-  return createLogger({ level: config.log.level });
+/** The process logger; one-shot commands (`quiet`) log warnings and errors only, unless asked. */
+export function loggerFor(config: Config, opts: { quiet?: boolean } = {}): Logger {
+  const level = opts.quiet && config.log.level === 'info' ? 'warn' : config.log.level;
+  return createLogger({ level });
 }

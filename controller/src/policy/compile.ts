@@ -354,7 +354,13 @@ function memoisedCandidates(enforce: RuleSet, dryRun: readonly DryRunPolicy[], m
     if (hit) return hit;
     const candidates: Candidates = Object.freeze({
       enforce: forAction(enforce, action),
-      dryRun: Object.freeze(dryRun.map((p) => Object.freeze({ policy: p.policy, rules: forAction(p.rules, action) }))),
+      // A DryRun policy speaks only about the actions its rules name: one with no rule for this
+      // action is not applicable, rather than a "would deny" for every call the agent makes.
+      dryRun: Object.freeze(
+        dryRun
+          .map((p) => Object.freeze({ policy: p.policy, rules: forAction(p.rules, action) }))
+          .filter((p) => p.rules.deny.length + p.rules.requireApproval.length + p.rules.allow.length > 0),
+      ),
     });
     if (memo.size >= memoSize) {
       const oldest = memo.keys().next();
