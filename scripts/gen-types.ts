@@ -50,8 +50,8 @@ function prepare(schema: JSONSchema, kind: string): JSONSchema {
   const copy = structuredClone(schema) as JSONSchema & { properties: Record<string, JSONSchema> };
   copy.title = kind;
   copy.properties.metadata = { tsType: 'ObjectMeta' };
-  copy.properties.apiVersion = { type: 'string', const: 'mandate.dev/v1alpha1' } as JSONSchema;
-  copy.properties.kind = { type: 'string', const: kind } as JSONSchema;
+  copy.properties.apiVersion = { type: 'string', const: 'mandate.dev/v1alpha1' };
+  copy.properties.kind = { type: 'string', const: kind };
   copy.required = ['apiVersion', 'kind', 'metadata', 'spec'];
   return copy;
 }

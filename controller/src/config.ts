@@ -171,7 +171,7 @@ export function readConfigFile(path: string): ConfigInput {
   if (typeof doc !== 'object' || Array.isArray(doc)) {
     throw new MandateError('CONFIG_INVALID', `config file ${path} must hold a YAML mapping`, { path });
   }
-  return doc as ConfigInput;
+  return doc;
 }
 
 /** Environment read once, here: MANDATE_LOG_LEVEL only, so the process stays explainable by its flags. */

@@ -44,8 +44,8 @@ export async function startServer(command: readonly string[], opts: { cwd?: stri
   const stdoutLines: string[] = [];
   const logLines: string[] = [];
   const waiters = new Set<{ pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }>();
-  createInterface({ input: child.stdout! }).on('line', (l) => stdoutLines.push(l));
-  createInterface({ input: child.stderr! }).on('line', (l) => {
+  createInterface({ input: child.stdout }).on('line', (l) => stdoutLines.push(l));
+  createInterface({ input: child.stderr }).on('line', (l) => {
     logLines.push(l);
     let entry: Record<string, unknown>;
     try {
@@ -105,4 +105,13 @@ export async function startServer(command: readonly string[], opts: { cwd?: stri
       return code;
     },
   };
+}
+
+/** Resolves once `pred` holds, checking after every event-loop turn; rejects after `ms`. */
+export async function until(pred: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
 }

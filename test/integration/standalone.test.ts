@@ -7,7 +7,7 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { authorizationClient, httpCheckRequest, type CheckClient } from '../harness/envoy-client.ts';
-import { mandate, startServer, type Server } from '../harness/mandate.ts';
+import { mandate, startServer, until, type Server } from '../harness/mandate.ts';
 
 const TOKEN = 'EXAMPLE-ONLY-not-a-real-github-token'; // the example Secret in policies/tools/github.yaml
 
@@ -107,8 +107,9 @@ describe('standalone mandate from a fresh clone', () => {
   });
 
   test('every decision is on stdout as JSON and none carries the credential', async () => {
-    const decisions = server.stdoutLines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { kind?: string; decision?: { effect?: string } });
-    assert.ok(decisions.filter((d) => d.kind === 'decision').length >= 2);
+    const decisions = () => server.stdoutLines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { kind?: string }).filter((d) => d.kind === 'decision');
+    // The allowed and the denied call above; stdout is a pipe, so wait for the lines to arrive.
+    await until(() => decisions().length >= 2, 10_000, 'two decision records on stdout');
     assert.ok(!server.stdoutLines.join('\n').includes(TOKEN));
     assert.ok(!server.logLines.join('\n').includes(TOKEN));
   });

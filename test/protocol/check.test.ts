@@ -134,7 +134,7 @@ describe('ext_authz Check over mTLS', () => {
     const h = okHeaders(res);
     assert.equal(h['x-api-key'], SECRET);
     assert.ok(h['x-mandate-decision-id']);
-    assert.equal(auditFor(h['x-mandate-decision-id']!)?.decision?.effect, 'Allow');
+    assert.equal(auditFor(h['x-mandate-decision-id'])?.decision?.effect, 'Allow');
     assert.ok(!stdout.join('\n').includes(SECRET), 'the secret never reaches the audit stream');
   });
 

@@ -2,6 +2,7 @@
 // and read the mTLS peer certificate (the caller's sole source of identity), hand the decoded
 // request to the check handler, and map failures to gRPC statuses so Envoy's fail-closed
 // setting (failure_mode_allow: false) applies. Everything that decides lives in pure code.
+import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import type { PackageDefinition } from '@grpc/proto-loader';
@@ -22,7 +23,7 @@ export interface AuthzServerOptions {
   readonly packageDefinition: PackageDefinition;
   readonly service: grpc.ServiceDefinition;
   /** Maps the TLS peer certificate to a PeerIdentity, or throws PEER_UNAUTHENTICATED. */
-  readonly authenticate: (cert: import('node:tls').PeerCertificate) => PeerIdentity;
+  readonly authenticate: (cert: PeerCertificate) => PeerIdentity;
   readonly handler: CheckHandler;
   readonly log: Logger;
   readonly metrics: Metrics;

@@ -67,7 +67,7 @@ export async function checkCommand(args: readonly string[]): Promise<number> {
         },
       },
     },
-  } as CheckRequestObject;
+  };
   const { outcome } = runCheck({ spiffeId, namespace: ref.namespace, name: ref.name, serial: 'offline' }, request, now, {
     policies: compiled.policies,
     tools: compiled.tools,

@@ -26,7 +26,7 @@ export function configFromFlags(values: ConfigFlagValues, extra: ConfigInput = {
   if (values.manifests) flags.standalone = { ...(extra.standalone ?? {}), manifests: values.manifests };
   // A --data flag moves the audit folder with it unless the file says where audit goes.
   if (values.data && !file.audit?.dir) flags.audit = { ...(extra.audit ?? {}), dir: `${values.data}/audit` };
-  return buildConfig(file, flags as ConfigInput);
+  return buildConfig(file, flags);
 }
 
 /** The process logger; one-shot commands (`quiet`) log warnings and errors only, unless asked. */
