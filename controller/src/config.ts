@@ -1,6 +1,7 @@
 // One configuration object per process: read once (file, then flags), validated against a
 // schema, deep-frozen, and passed down. Nothing else reads process.env.
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
@@ -54,6 +55,31 @@ export interface Config {
     readonly namespaces: readonly string[];
   };
   readonly log: { readonly level: LogLevel };
+  /** In-cluster mode (mandate serve without --standalone). */
+  readonly cluster: {
+    /** Path of a kubeconfig; empty = the in-cluster ServiceAccount config. */
+    readonly kubeconfig: string;
+    /** Mandate's own namespace: CA and JWT key Secrets, the leader Lease. Never injected. */
+    readonly namespace: string;
+    /** This replica's name (leader-election holder identity); defaults to the host name. */
+    readonly podName: string;
+    readonly lease: {
+      readonly name: string;
+      readonly durationSeconds: number;
+      readonly renewDeadlineSeconds: number;
+      readonly retryPeriodSeconds: number;
+    };
+    /** A watch that delivered nothing (not even a bookmark) for this long is restarted. */
+    readonly watchdogSeconds: number;
+  };
+  /** The HTTPS identity service: CSR signing, JWT-SVIDs, JWKS and OIDC discovery. */
+  readonly identityService: {
+    readonly listen: string;
+    /** Audience the projected ServiceAccount tokens must carry. */
+    readonly tokenAudience: string;
+    /** `iss` of JWT-SVIDs and the OIDC discovery document; its URL must serve /.well-known. */
+    readonly jwtIssuer: string;
+  };
 }
 
 export type ConfigInput = {
@@ -73,6 +99,14 @@ export function defaults(dataDir = defaultDataDir): Config {
     audit: { dir: `${dataDir}/audit`, segmentRecords: 10_000, fsync: 'batch', stdout: true },
     killSwitch: { global: false, namespaces: [] },
     log: { level: 'info' },
+    cluster: {
+      kubeconfig: '',
+      namespace: 'mandate',
+      podName: hostname(),
+      lease: { name: 'mandate-leader', durationSeconds: 15, renewDeadlineSeconds: 10, retryPeriodSeconds: 2 },
+      watchdogSeconds: 300,
+    },
+    identityService: { listen: '127.0.0.1:9443', tokenAudience: 'mandate', jwtIssuer: 'https://mandate.mandate.svc' },
   };
 }
 
@@ -80,7 +114,7 @@ const hostPort = '^(\\[[0-9a-fA-F:]+\\]|[A-Za-z0-9.-]+):[0-9]{1,5}$';
 const schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['trustDomain', 'dataDir', 'standalone', 'authz', 'http', 'identity', 'audit', 'killSwitch', 'log'],
+  required: ['trustDomain', 'dataDir', 'standalone', 'authz', 'http', 'identity', 'audit', 'killSwitch', 'log', 'cluster', 'identityService'],
   properties: {
     trustDomain: { type: 'string', pattern: '^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$', maxLength: 255 },
     dataDir: { type: 'string', minLength: 1 },
@@ -116,6 +150,32 @@ const schema = {
       properties: { global: { type: 'boolean' }, namespaces: { type: 'array', items: { type: 'string' } } },
     },
     log: { type: 'object', additionalProperties: false, required: ['level'], properties: { level: { enum: ['debug', 'info', 'warn', 'error'] } } },
+    cluster: {
+      type: 'object', additionalProperties: false, required: ['kubeconfig', 'namespace', 'podName', 'lease', 'watchdogSeconds'],
+      properties: {
+        kubeconfig: { type: 'string' },
+        namespace: { type: 'string', pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', maxLength: 63 },
+        podName: { type: 'string', minLength: 1, maxLength: 253 },
+        lease: {
+          type: 'object', additionalProperties: false, required: ['name', 'durationSeconds', 'renewDeadlineSeconds', 'retryPeriodSeconds'],
+          properties: {
+            name: { type: 'string', minLength: 1 },
+            durationSeconds: { type: 'integer', minimum: 2, maximum: 600 },
+            renewDeadlineSeconds: { type: 'integer', minimum: 1, maximum: 600 },
+            retryPeriodSeconds: { type: 'integer', minimum: 1, maximum: 600 },
+          },
+        },
+        watchdogSeconds: { type: 'integer', minimum: 5, maximum: 3600 },
+      },
+    },
+    identityService: {
+      type: 'object', additionalProperties: false, required: ['listen', 'tokenAudience', 'jwtIssuer'],
+      properties: {
+        listen: { type: 'string', pattern: hostPort },
+        tokenAudience: { type: 'string', minLength: 1 },
+        jwtIssuer: { type: 'string', pattern: '^https://' },
+      },
+    },
   },
 } as const;
 

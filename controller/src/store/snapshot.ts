@@ -39,3 +39,31 @@ export interface ManifestProblem {
   readonly field: string;
   readonly message: string;
 }
+
+/** A snapshot and what was compiled from it, published together. */
+export interface PublishedSnapshot<C> {
+  readonly snapshot: Snapshot;
+  readonly compiled: C;
+}
+
+/** The outcome of one attempt to build and publish a snapshot. */
+export interface SnapshotLoad {
+  /** True when this attempt published a new snapshot. */
+  readonly ok: boolean;
+  /** The revision being served after the attempt (0: nothing published yet). */
+  readonly revision: number;
+  readonly problems: readonly ManifestProblem[];
+}
+
+/**
+ * Where the check pipeline gets its snapshots: the file store (standalone) or the informer store
+ * (in a cluster). Readers call current() once per check and keep that reference, so a publish
+ * never changes the rules under an in-flight request.
+ */
+export interface SnapshotSource<C> {
+  current(): PublishedSnapshot<C> | undefined;
+  subscribe(fn: (event: SnapshotLoad) => void): () => void;
+  /** First load (files) or first full sync of every informer (cluster); then keeps it current. */
+  start(): Promise<SnapshotLoad>;
+  stop(): Promise<void>;
+}
