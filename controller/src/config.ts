@@ -210,6 +210,11 @@ export function buildConfig(fileInput: ConfigInput = {}, overrides: ConfigInput 
     const detail = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''}`).join('; ');
     throw new MandateError('CONFIG_INVALID', `invalid configuration: ${detail}`, { errors: validate.errors });
   }
+  const { lease } = merged.cluster;
+  // client-go's rule: a leader must notice it failed to renew before others may take over.
+  if (!(lease.retryPeriodSeconds < lease.renewDeadlineSeconds && lease.renewDeadlineSeconds < lease.durationSeconds)) {
+    throw new MandateError('CONFIG_INVALID', 'invalid configuration: cluster.lease needs retryPeriodSeconds < renewDeadlineSeconds < durationSeconds');
+  }
   const resolved: Config = {
     ...merged,
     dataDir: resolve(merged.dataDir),

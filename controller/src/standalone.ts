@@ -3,6 +3,7 @@
 // around the pure cores and owns their lifecycle. Close order matters: stop taking checks first,
 // then the store, then seal the audit log (so every acknowledged decision is in a sealed head).
 import { hostname } from 'node:os';
+import { AuditSupervisor } from './audit/supervisor.ts';
 import { AuditLog } from './audit/writer.ts';
 import { loadOrCreateAuditSigner } from './audit/signer.ts';
 import { compileSnapshot, type Compiled } from './authz/compiled.ts';
@@ -23,6 +24,7 @@ import { serverSpiffeId } from './identity/spiffe.ts';
 import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createLimiterState } from './policy/limits.ts';
+import { formatProblem } from './store/problems.ts';
 import { FileStore } from './store/files.ts';
 
 export interface StandaloneHandle {
@@ -54,19 +56,23 @@ export async function startStandalone(config: Config, log: Logger, io: { stdout?
   const first = await store.start();
   if (!first.ok) {
     await store.stop();
-    const list = first.problems.map((p) => `  ${p.file ?? ''} ${p.object} ${p.field}: ${p.message}`).join('\n');
+    const list = first.problems.map((p) => `  ${formatProblem(p)}`).join('\n');
     throw new MandateError('MANIFEST_INVALID', `the manifests in ${config.standalone.manifests} do not load:\n${list}`, { problems: first.problems.length });
   }
   for (const w of store.current()?.compiled.warnings ?? []) log.warn('policy warning', { file: w.file, object: w.object, field: w.field, problem: w.message });
 
   const signer = await loadOrCreateAuditSigner(config.dataDir);
-  const audit = await AuditLog.open({
-    dir: config.audit.dir,
-    segmentRecords: config.audit.segmentRecords,
-    fsync: config.audit.fsync,
-    signer,
+  const audit = await AuditSupervisor.start({
+    open: () =>
+      AuditLog.open({
+        dir: config.audit.dir,
+        segmentRecords: config.audit.segmentRecords,
+        fsync: config.audit.fsync,
+        signer,
+        log: log.child({ component: 'audit' }),
+        ...(config.audit.stdout ? { stdout: io.stdout ?? ((line: string) => process.stdout.write(line + '\n')) } : {}),
+      }),
     log: log.child({ component: 'audit' }),
-    ...(config.audit.stdout ? { stdout: io.stdout ?? ((line: string) => process.stdout.write(line + '\n')) } : {}),
   });
 
   const certificates = new MemoryCertificateProvider(await serverMaterial(ca, config));
@@ -115,7 +121,7 @@ export async function startStandalone(config: Config, log: Logger, io: { stdout?
       readiness: [
         { name: 'snapshot', ok: () => store.current() !== undefined },
         { name: 'ca', ok: () => ca.notAfter.getTime() > Date.now() },
-        { name: 'audit', ok: () => !audit.stats().failed },
+        { name: 'audit', ok: () => audit.healthy },
       ],
     });
   } catch (err) {

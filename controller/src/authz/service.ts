@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { buildAuditRecord } from '../audit/record.ts';
-import type { AuditLog } from '../audit/writer.ts';
+import type { AuditRecordBody } from '../audit/record.ts';
 import { MandateError, asMandateError } from '../errors.ts';
 import type { Metrics } from '../metrics.ts';
 import type { KillSwitch } from '../policy/decide.ts';
@@ -21,7 +21,7 @@ export interface CheckServiceDeps {
   readonly limiter: LimiterState;
   readonly killSwitch: KillSwitch;
   readonly maxBodyBytes: number;
-  readonly audit: Pick<AuditLog, 'append'>;
+  readonly audit: { append(body: AuditRecordBody): Promise<unknown> };
   readonly metrics: Metrics;
   readonly clock?: () => Date;
 }

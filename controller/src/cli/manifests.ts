@@ -4,6 +4,7 @@ import { compileSnapshot, type Compiled } from '../authz/compiled.ts';
 import type { Config } from '../config.ts';
 import { MandateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { formatProblem } from '../store/problems.ts';
 import { FileStore, type Published } from '../store/files.ts';
 
 export async function loadCompiled(config: Config, log: Logger): Promise<Published<Compiled>> {
@@ -16,7 +17,7 @@ export async function loadCompiled(config: Config, log: Logger): Promise<Publish
   const result = await store.load();
   const current = store.current();
   if (!result.ok || !current) {
-    const list = result.problems.map((p) => `  ${p.file ?? ''} ${p.object} ${p.field}: ${p.message}`).join('\n');
+    const list = result.problems.map((p) => `  ${formatProblem(p)}`).join('\n');
     throw new MandateError('MANIFEST_INVALID', `the manifests in ${config.standalone.manifests} do not load:\n${list}`);
   }
   return current;
