@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse } from 'yaml';
 import { MandateError } from './errors.ts';
+import { deepFreeze } from './freeze.ts';
 import type { LogLevel } from './log.ts';
 
 export type FsyncMode = 'always' | 'batch' | 'never';
@@ -181,13 +182,6 @@ const schema = {
 
 const validate = new Ajv({ allErrors: true }).compile(schema);
 
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object') {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
-}
 
 function merge(base: Config, input: ConfigInput): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };

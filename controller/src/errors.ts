@@ -14,11 +14,13 @@ export const ErrorCodes = {
   IDENTITY_UNKNOWN: { retriable: false, summary: 'no such agent identity' },
   IDENTITY_SUSPENDED: { retriable: false, summary: 'agent identity is suspended' },
   PEER_UNAUTHENTICATED: { retriable: false, summary: 'caller presented no valid SVID' },
+  ATTESTATION_FAILED: { retriable: false, summary: 'workload could not be attested from its ServiceAccount token' },
   REQUEST_MALFORMED: { retriable: false, summary: 'check request is malformed' },
   REQUEST_TOO_LARGE: { retriable: false, summary: 'check request is too large' },
   AUDIT_WRITE: { retriable: true, summary: 'audit record could not be written' },
   AUDIT_TAMPERED: { retriable: false, summary: 'audit log failed verification' },
   NOT_READY: { retriable: true, summary: 'not ready' },
+  RATE_LIMITED: { retriable: true, summary: 'too many requests; retry later' },
   INTERNAL: { retriable: true, summary: 'internal error' },
 } as const satisfies Record<string, { retriable: boolean; summary: string }>;
 

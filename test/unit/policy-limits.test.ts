@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { LimiterState, WINDOW_SLOTS, createLimiterState, type WindowSpec } from '../../controller/src/policy/limits.ts';
-import { parseDuration } from '../../controller/src/policy/duration.ts';
+import { parseDuration } from '../../controller/src/duration.ts';
 
 const T0 = Date.parse('2025-01-06T10:00:00Z');
 const MINUTE: WindowSpec = { windowMs: 60_000, capacity: 3 };

@@ -25,10 +25,3 @@ export function parseIdentityRef(command: string, ref: string): { namespace: str
   return { namespace: m[1]!, name: m[3]! };
 }
 
-/** Go-style durations as used in the CRDs: 90s, 5m, 1h30m. */
-export function parseDurationSeconds(text: string): number | undefined {
-  if (!/^([0-9]+(h|m|s))+$/.test(text)) return undefined;
-  let total = 0;
-  for (const [, n, unit] of text.matchAll(/([0-9]+)(h|m|s)/g)) total += Number(n) * (unit === 'h' ? 3600 : unit === 'm' ? 60 : 1);
-  return total;
-}

@@ -7,7 +7,8 @@ import { MandateError } from '../errors.ts';
 import { loadOrCreateCA } from '../identity/ca-store.ts';
 import { issueToFolder } from '../identity/issue.ts';
 import { agentSpiffeId } from '../identity/spiffe.ts';
-import { parseDurationSeconds, parseFlags, parseIdentityRef, required } from './args.ts';
+import { parseDuration } from '../duration.ts';
+import { parseFlags, parseIdentityRef, required } from './args.ts';
 import { configFlags, configFromFlags, loggerFor } from './common.ts';
 import { loadCompiled } from './manifests.ts';
 
@@ -32,7 +33,7 @@ export async function certCommand(args: readonly string[]): Promise<number> {
   }
   const ref = parseIdentityRef('cert issue', required('cert issue', values.identity, 'identity'));
   const outDir = resolve(required('cert issue', values.out, 'out'));
-  const ttlFlag = values.ttl === undefined ? undefined : parseDurationSeconds(values.ttl);
+  const ttlFlag = values.ttl === undefined ? undefined : seconds(values.ttl);
   if (values.ttl !== undefined && (ttlFlag === undefined || ttlFlag <= 0)) {
     throw new MandateError('FLAG_INVALID', `mandate cert issue: --ttl must be a duration like 30m or 1h, got "${values.ttl}"`);
   }
@@ -47,7 +48,7 @@ export async function certCommand(args: readonly string[]): Promise<number> {
   if (identity.spec.expiresAt && Date.parse(identity.spec.expiresAt) <= now.getTime()) {
     throw new MandateError('IDENTITY_SUSPENDED', `AgentIdentity ${ref.namespace}/${ref.name} expired at ${identity.spec.expiresAt}: nothing is issued to it`);
   }
-  const identityTtl = parseDurationSeconds(identity.spec.certificateTTL ?? '') ?? config.identity.certTTLSeconds;
+  const identityTtl = seconds(identity.spec.certificateTTL ?? '') ?? config.identity.certTTLSeconds;
   if (ttlFlag !== undefined && ttlFlag > identityTtl) {
     throw new MandateError('CERT_REQUEST_INVALID', `--ttl ${values.ttl} exceeds the identity's certificateTTL (${identity.spec.certificateTTL ?? `${identityTtl}s`})`);
   }
@@ -71,4 +72,9 @@ export async function certCommand(args: readonly string[]): Promise<number> {
     ].join('\n') + '\n',
   );
   return 0;
+}
+
+function seconds(text: string): number | undefined {
+  const ms = parseDuration(text);
+  return ms === undefined ? undefined : ms / 1000;
 }

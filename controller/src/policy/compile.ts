@@ -7,7 +7,7 @@ import type { Effect, Mode, RuleRef } from '../authz/types.ts';
 import { isMandateError } from '../errors.ts';
 import { objectKey, type ManifestProblem, type Snapshot } from '../store/snapshot.ts';
 import { celIdentity, compileCondition } from './cel.ts';
-import { parseDuration } from './duration.ts';
+import { parseDuration } from '../duration.ts';
 import { anyGlobMatches, compileGlob, type ActionGlob } from './glob.ts';
 import { compileSchedule } from './schedule.ts';
 import type {

@@ -9,7 +9,7 @@ import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MandateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { deepFreeze, FrozenMap } from './freeze.ts';
+import { deepFreeze, FrozenMap } from '../freeze.ts';
 import { parseFieldPath } from './field-path.ts';
 import { loadManifests, type ManifestSet, type SourceFile } from './manifests.ts';
 import type { ManifestProblem, Snapshot } from './snapshot.ts';

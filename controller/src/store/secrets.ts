@@ -2,7 +2,7 @@
 // appear in an issue: messages name the key, never the content.
 import type { ObjectMeta } from '../../../crds/generated/types.ts';
 import type { SecretObject } from './snapshot.ts';
-import { FrozenMap } from './freeze.ts';
+import { FrozenMap } from '../freeze.ts';
 import type { ValidationIssue } from './validate.ts';
 
 const SECRET_KEY = /^[-._a-zA-Z0-9]+$/;

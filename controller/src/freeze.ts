@@ -1,5 +1,6 @@
-// Published snapshots are shared by every in-flight check, so they must be immutable in fact, not
-// only in type: Object.freeze does not stop Map#set, hence a Map whose mutators throw once built.
+// Immutability in fact, not only in type: the frozen config, published snapshots (shared by every
+// in-flight check) and decisions. Object.freeze does not stop Map#set, hence a Map whose mutators
+// throw once built.
 
 const sealed = new WeakSet<object>();
 
@@ -25,9 +26,10 @@ export class FrozenMap<K, V> extends Map<K, V> {
   }
 }
 
-/** Freezes plain objects, arrays and Map values recursively (cycle-safe). */
+/** Freezes plain objects, arrays and Map values recursively (cycle-safe). Byte buffers are left
+ * as they are: Object.freeze throws on a non-empty typed array. */
 export function deepFreeze<T>(value: T, seen: WeakSet<object> = new WeakSet()): T {
-  if (value === null || typeof value !== 'object' || seen.has(value)) return value;
+  if (value === null || typeof value !== 'object' || seen.has(value) || ArrayBuffer.isView(value)) return value;
   seen.add(value);
   if (value instanceof Map) {
     for (const v of value.values()) deepFreeze(v, seen);
