@@ -20,6 +20,9 @@ export const ErrorCodes = {
   AUDIT_WRITE: { retriable: true, summary: 'audit record could not be written' },
   AUDIT_TAMPERED: { retriable: false, summary: 'audit log failed verification' },
   NOT_READY: { retriable: true, summary: 'not ready' },
+  KUBE_UNAVAILABLE: { retriable: true, summary: 'Kubernetes API server unreachable, overloaded or failing' },
+  KUBE_REQUEST: { retriable: false, summary: 'Kubernetes API server refused the request' },
+  KUBE_CONFLICT: { retriable: true, summary: 'Kubernetes object changed concurrently (resourceVersion conflict)' },
   RATE_LIMITED: { retriable: true, summary: 'too many requests; retry later' },
   INTERNAL: { retriable: true, summary: 'internal error' },
 } as const satisfies Record<string, { retriable: boolean; summary: string }>;

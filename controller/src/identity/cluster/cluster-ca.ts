@@ -1,0 +1,106 @@
+// One replica's live CA, from the `mandate-ca` Secret (see ca-secret.ts for its layouts): created
+// or loaded at start, retried until usable (readiness `ca` waits for it), then followed so that a
+// rotation or a new trust bundle reaches every replica without a restart.
+import type { MandateError } from '../../errors.ts';
+import type { ReadinessCheck } from '../../http/server.ts';
+import type { Logger } from '../../log.ts';
+import type { CASource, IssuingCA } from '../service/issuing-ca.ts';
+import { CA_SECRET_NAME, caFromSecret, loadOrCreateSecretCA, type SecretCA } from './ca-secret.ts';
+import { LiveSecret } from './live-secret.ts';
+import type { SecretClient } from './secret-client.ts';
+
+export interface ClusterCAOptions {
+  readonly client: SecretClient;
+  /** Mandate's namespace (config cluster.namespace). */
+  readonly namespace: string;
+  readonly trustDomain: string;
+  readonly log: Logger;
+  /** Full re-read of the Secret this often (config cluster.watchdogSeconds). */
+  readonly resyncMs: number;
+  readonly secretName?: string;
+  readonly caTtlDays?: number;
+  readonly clock?: () => Date;
+  readonly retryInitialMs?: number;
+  readonly retryMaxMs?: number;
+}
+
+function rootCount(bundlePem: string): number {
+  return (bundlePem.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length;
+}
+
+export class ClusterCA implements CASource {
+  readonly #live: LiveSecret<SecretCA>;
+  readonly readiness: ReadinessCheck;
+
+  constructor(o: ClusterCAOptions) {
+    const name = o.secretName ?? CA_SECRET_NAME;
+    const now = (): Date => o.clock?.() ?? new Date();
+    this.#live = new LiveSecret<SecretCA>({
+      client: o.client,
+      namespace: o.namespace,
+      name,
+      log: o.log,
+      resyncMs: o.resyncMs,
+      what: 'ca',
+      code: 'CA_UNAVAILABLE',
+      loadOrCreate: async () => {
+        const ca = await loadOrCreateSecretCA({
+          client: o.client,
+          namespace: o.namespace,
+          name,
+          trustDomain: o.trustDomain,
+          now: now(),
+          log: o.log,
+          ...(o.caTtlDays === undefined ? {} : { caTtlDays: o.caTtlDays }),
+        });
+        return { value: ca, resourceVersion: ca.resourceVersion };
+      },
+      decode: async (secret) => {
+        const ca = await caFromSecret(secret, o.trustDomain, now());
+        for (const w of ca.warnings) o.log.warn(w, { secret: `${o.namespace}/${name}` });
+        return ca;
+      },
+      same: (a, b) => a.fingerprint === b.fingerprint && a.material.bundlePem === b.material.bundlePem && a.chainPem === b.chainPem,
+      describe: (ca) => ({ layout: ca.layout, sha256: ca.fingerprint, notAfter: ca.material.notAfter.toISOString(), trustedRoots: rootCount(ca.material.bundlePem) }),
+      ...(o.retryInitialMs === undefined ? {} : { retryInitialMs: o.retryInitialMs }),
+      ...(o.retryMaxMs === undefined ? {} : { retryMaxMs: o.retryMaxMs }),
+    });
+    this.readiness = this.#live.readiness;
+  }
+
+  current(): IssuingCA | undefined {
+    return this.#live.current();
+  }
+
+  /** The Secret's layout and version as last loaded. */
+  secretCA(): SecretCA | undefined {
+    return this.#live.current();
+  }
+
+  /** The last failure to load or reload the CA (cleared by a success). */
+  lastError(): MandateError | undefined {
+    return this.#live.lastError();
+  }
+
+  whenReady(): Promise<IssuingCA> {
+    return this.#live.whenReady();
+  }
+
+  /** New CA or trust bundle (for the reconciler that publishes the bundle ConfigMaps). */
+  onChange(fn: (ca: IssuingCA) => void): () => void {
+    return this.#live.onChange(fn);
+  }
+
+  /** Re-reads the Secret now. */
+  refresh(): Promise<void> {
+    return this.#live.refresh();
+  }
+
+  start(): void {
+    this.#live.start();
+  }
+
+  stop(): Promise<void> {
+    return this.#live.stop();
+  }
+}

@@ -1,0 +1,113 @@
+// In-cluster wiring of the identity role (every replica): the CA and the JWT keys from their
+// Secrets, attestation through the API server, and the HTTPS service. Two steps so the caller can
+// register the readiness checks before waiting: create() is synchronous, start() resolves once the
+// CA and keys are loaded and the server listens. The leader's reconciler reaches the key rotation
+// through `jwtKeys` (needsRotation / rotate) and the trust bundle through `ca` (current / onChange).
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Config } from '../../config.ts';
+import { MandateError } from '../../errors.ts';
+import type { ReadinessCheck } from '../../http/server.ts';
+import type { Logger } from '../../log.ts';
+import type { Metrics } from '../../metrics.ts';
+import type { Snapshot } from '../../store/snapshot.ts';
+import { ClusterCA } from '../cluster/cluster-ca.ts';
+import { ClusterJwtKeys } from '../cluster/jwt-keys.ts';
+import { kubeSecretClient, type SecretClient } from '../cluster/secret-client.ts';
+import { serverSpiffeId } from '../spiffe.ts';
+import type { AttestationPorts } from './attest.ts';
+import { IdentityService } from './identity-service.ts';
+import { kubeAttestationPorts } from './kube-attest.ts';
+import { serviceDnsNames } from './server-cert.ts';
+import { startIdentityServer, type IdentityServerHandle } from './server.ts';
+
+export interface ClusterIdentityOptions {
+  readonly config: Config;
+  readonly kubeConfig: KubeConfig;
+  readonly snapshot: () => Snapshot | undefined;
+  readonly log: Logger;
+  readonly metrics?: Metrics;
+  /** Name of the Service in front of the identity service (its DNS names go on the certificate). */
+  readonly serviceName?: string;
+  /** Mandate's own ServiceAccount: the server certificate's SPIFFE ID. */
+  readonly serviceAccount?: string;
+  readonly extraServerNames?: readonly string[];
+  /** Overrides for tests; default to the API server of kubeConfig. */
+  readonly secretClient?: SecretClient;
+  readonly attestation?: AttestationPorts;
+}
+
+export interface ClusterIdentity {
+  readonly ca: ClusterCA;
+  readonly jwtKeys: ClusterJwtKeys;
+  readonly service: IdentityService;
+  /** `ca` and `jwt-keys`: add them to /readyz. */
+  readonly readiness: readonly ReadinessCheck[];
+  /** Loads CA and keys (retrying until they are usable), then listens. */
+  start(): Promise<IdentityServerHandle>;
+  stop(): Promise<void>;
+}
+
+/** Names on the identity service's certificate: the Service's, the issuer host, loopback, extras. */
+export function identityServerNames(config: Config, serviceName: string, extra: readonly string[] = []): string[] {
+  const issuerHost = new URL(config.identityService.jwtIssuer).hostname;
+  return [...new Set([...serviceDnsNames(serviceName, config.cluster.namespace), issuerHost, 'localhost', '127.0.0.1', ...extra])];
+}
+
+export function createClusterIdentity(o: ClusterIdentityOptions): ClusterIdentity {
+  const { config, log } = o;
+  const client = o.secretClient ?? kubeSecretClient(o.kubeConfig);
+  const resyncMs = config.cluster.watchdogSeconds * 1000;
+  const ca = new ClusterCA({ client, namespace: config.cluster.namespace, trustDomain: config.trustDomain, log: log.child({ component: 'ca' }), resyncMs });
+  const kubePorts = o.attestation ? undefined : kubeAttestationPorts(o.kubeConfig);
+  const attestation: AttestationPorts = o.attestation ?? (kubePorts as AttestationPorts);
+  const jwtKeys = new ClusterJwtKeys({ client, namespace: config.cluster.namespace, log: log.child({ component: 'jwt-keys' }), resyncMs });
+  const service = new IdentityService({
+    trustDomain: config.trustDomain,
+    tokenAudience: config.identityService.tokenAudience,
+    issuer: config.identityService.jwtIssuer,
+    defaultCertTtlSeconds: config.identity.certTTLSeconds,
+    ca,
+    jwtKeys,
+    attestation,
+    snapshot: o.snapshot,
+    log: log.child({ component: 'identity-service' }),
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+  });
+  let server: IdentityServerHandle | undefined;
+  let stopped = false;
+  let onStop: () => void = () => undefined;
+  // Loading retries forever; stop() must still be able to end a start() that is waiting for it.
+  const stopSignal = new Promise<never>((_, reject) => {
+    onStop = () => reject(new MandateError('NOT_READY', 'the identity service was stopped before it started'));
+  });
+  stopSignal.catch(() => undefined);
+  return {
+    ca,
+    jwtKeys,
+    service,
+    readiness: [ca.readiness, jwtKeys.readiness],
+    async start() {
+      ca.start();
+      jwtKeys.start();
+      await Promise.race([Promise.all([ca.whenReady(), jwtKeys.whenReady()]), stopSignal]);
+      server = await startIdentityServer({
+        listen: config.identityService.listen,
+        service,
+        ca,
+        serverNames: identityServerNames(config, o.serviceName ?? 'mandate', o.extraServerNames),
+        serverSpiffeId: serverSpiffeId(config.trustDomain, config.cluster.namespace, o.serviceAccount ?? 'mandate'),
+        log: log.child({ component: 'identity-server' }),
+        ...(o.metrics ? { metrics: o.metrics } : {}),
+      });
+      if (stopped) await server.close();
+      return server;
+    },
+    async stop() {
+      stopped = true;
+      onStop();
+      await server?.close();
+      await Promise.all([ca.stop(), jwtKeys.stop()]);
+      kubePorts?.close();
+    },
+  };
+}

@@ -1,0 +1,261 @@
+// The identity service over HTTPS (node:https), a thin adapter around IdentityService:
+//   POST /v1/svid                          Bearer SA token, { csr, ttlSeconds? } → { certificate, bundle, spiffeId, notAfter }
+//   POST /v1/jwt                           Bearer SA token, { audience }         → { token }
+//   GET  /keys                             JWKS (current and previous signing key)
+//   GET  /.well-known/openid-configuration OIDC discovery
+// Errors are JSON { error: <MandateError code>, message } with 400/401/403/404/405/413/415/429/503.
+// Bodies are capped, concurrent issuance is capped (429 beyond it, so a flood cannot pile up
+// TokenReviews on the API server), and the server certificate is renewed in place with
+// setSecureContext: no restart, existing connections keep their session.
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isMandateError, MandateError, type ErrorCode } from '../../errors.ts';
+import { listenHostPort } from '../../http/listen.ts';
+import type { Logger } from '../../log.ts';
+import type { Metrics } from '../../metrics.ts';
+import type { IdentityService } from './identity-service.ts';
+import type { CASource } from './issuing-ca.ts';
+import { issueServerTls, serverTlsNeedsRenewal, type ServerTls } from './server-cert.ts';
+
+export const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
+export const DEFAULT_MAX_IN_FLIGHT = 128;
+
+export interface IdentityServerOptions {
+  /** host:port (config identityService.listen); port 0 picks a free one. */
+  readonly listen: string;
+  readonly service: IdentityService;
+  /** Signs the server certificate; must be loaded before start. */
+  readonly ca: CASource;
+  /** DNS names and IPs for the server certificate (see serviceDnsNames). */
+  readonly serverNames: readonly string[];
+  readonly serverSpiffeId?: string;
+  readonly log: Logger;
+  readonly metrics?: Metrics;
+  readonly maxBodyBytes?: number;
+  readonly maxInFlight?: number;
+  readonly serverCertTtlSeconds?: number;
+  /** How often to check whether the server certificate needs renewal. */
+  readonly renewCheckMs?: number;
+  readonly clock?: () => Date;
+}
+
+export interface IdentityServerHandle {
+  readonly port: number;
+  /** The TLS material being served (certificate and chain; the key stays inside). */
+  serverCertificate(): Pick<ServerTls, 'certPem' | 'notBefore' | 'notAfter' | 'caFingerprint'>;
+  /** Renews the server certificate if it is due (or `force`); resolves when the new one is served. */
+  renew(force?: boolean): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  ATTESTATION_FAILED: 401,
+  PEER_UNAUTHENTICATED: 401,
+  IDENTITY_UNKNOWN: 403,
+  IDENTITY_SUSPENDED: 403,
+  CERT_REQUEST_INVALID: 400,
+  REQUEST_MALFORMED: 400,
+  REQUEST_TOO_LARGE: 413,
+  RATE_LIMITED: 429,
+  NOT_READY: 503,
+  CA_UNAVAILABLE: 503,
+};
+
+/** An HTTP-level refusal that carries its own status (404, 405, 415). */
+class HttpRefusal extends MandateError {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  constructor(status: number, code: ErrorCode, message: string, headers: Record<string, string> = {}) {
+    super(code, message);
+    this.status = status;
+    this.headers = headers;
+  }
+}
+
+type Route = 'svid' | 'jwt' | 'keys' | 'discovery';
+
+const ROUTES: Readonly<Record<string, { readonly route: Route; readonly method: 'GET' | 'POST' }>> = {
+  '/v1/svid': { route: 'svid', method: 'POST' },
+  '/v1/jwt': { route: 'jwt', method: 'POST' },
+  '/keys': { route: 'keys', method: 'GET' },
+  '/.well-known/openid-configuration': { route: 'discovery', method: 'GET' },
+};
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), 'x-content-type-options': 'nosniff', ...headers });
+  res.end(text);
+}
+
+function bearerToken(req: IncomingMessage): string {
+  const header = req.headers.authorization;
+  const m = header === undefined ? null : /^Bearer +(\S+) *$/i.exec(header);
+  if (!m?.[1]) throw new MandateError('ATTESTATION_FAILED', 'missing "Authorization: Bearer <ServiceAccount token>" header');
+  return m[1];
+}
+
+function readJson(req: IncomingMessage, maxBytes: number): Promise<unknown> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/json') {
+    return Promise.reject(new HttpRefusal(415, 'REQUEST_MALFORMED', 'the request body must be application/json'));
+  }
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    return Promise.reject(new MandateError('REQUEST_TOO_LARGE', `the request body is larger than ${maxBytes} bytes`));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > maxBytes) {
+        done = true;
+        reject(new MandateError('REQUEST_TOO_LARGE', `the request body is larger than ${maxBytes} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('error', (err) => {
+      if (done) return;
+      done = true;
+      reject(err);
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        reject(new MandateError('REQUEST_MALFORMED', 'the request body is not valid JSON'));
+      }
+    });
+  });
+}
+
+export async function startIdentityServer(o: IdentityServerOptions): Promise<IdentityServerHandle> {
+  const now = (): Date => o.clock?.() ?? new Date();
+  const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const maxInFlight = o.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+  const issueTls = (): Promise<ServerTls> => {
+    const ca = o.ca.current();
+    if (!ca) return Promise.reject(new MandateError('NOT_READY', 'the identity service needs the CA loaded before it starts'));
+    return issueServerTls(ca, {
+      names: o.serverNames,
+      now: now(),
+      ...(o.serverSpiffeId ? { spiffeId: o.serverSpiffeId } : {}),
+      ...(o.serverCertTtlSeconds ? { ttlSeconds: o.serverCertTtlSeconds } : {}),
+    });
+  };
+  let tls = await issueTls();
+  o.metrics?.certificatesIssued.inc({ kind: 'server' });
+  let inFlight = 0;
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const path = new URL(req.url ?? '/', 'https://localhost').pathname;
+    const entry = ROUTES[path];
+    if (!entry) throw new HttpRefusal(404, 'REQUEST_MALFORMED', `no such endpoint ${path}`);
+    const method = req.method ?? '';
+    if (method !== entry.method && !(entry.method === 'GET' && method === 'HEAD')) {
+      throw new HttpRefusal(405, 'REQUEST_MALFORMED', `${path} accepts ${entry.method} only`, { allow: entry.method === 'GET' ? 'GET, HEAD' : entry.method });
+    }
+    if (entry.route === 'keys') {
+      send(res, 200, o.service.keys(), { 'cache-control': 'public, max-age=60' });
+      return;
+    }
+    if (entry.route === 'discovery') {
+      send(res, 200, o.service.discovery(), { 'cache-control': 'public, max-age=3600' });
+      return;
+    }
+    if (inFlight >= maxInFlight) throw new MandateError('RATE_LIMITED', `more than ${maxInFlight} issuance requests in progress; retry shortly`);
+    inFlight++;
+    try {
+      const token = bearerToken(req);
+      const body = await readJson(req, maxBody);
+      const result = entry.route === 'svid' ? await o.service.issueSvid(token, body) : await o.service.issueJwt(token, body);
+      send(res, 200, result, { 'cache-control': 'no-store' });
+    } finally {
+      inFlight--;
+    }
+  };
+
+  const refuse = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
+    const path = new URL(req.url ?? '/', 'https://localhost').pathname;
+    if (res.headersSent) {
+      o.log.error('identity request failed after the response started', { path, err });
+      res.destroy();
+      return;
+    }
+    let status = 500;
+    let code: ErrorCode = 'INTERNAL';
+    let message = 'internal error';
+    let headers: Record<string, string> = {};
+    if (err instanceof HttpRefusal) {
+      ({ status, code, message } = err);
+      headers = { ...err.headers };
+    } else if (isMandateError(err) && STATUS[err.code] !== undefined) {
+      status = STATUS[err.code] ?? 500;
+      code = err.code;
+      message = err.message;
+    }
+    if (status === 401) headers['www-authenticate'] = 'Bearer realm="mandate"';
+    if (status === 429) headers['retry-after'] = '1';
+    if (status === 503) headers['retry-after'] = '5';
+    // A body we did not read would otherwise be parsed as the next request on this connection.
+    if (!req.complete) headers.connection = 'close';
+    o.metrics?.errors.inc({ code });
+    const fields = { path, status, code, message };
+    if (status >= 500) o.log.error('identity request failed', status === 500 ? { ...fields, err } : fields);
+    else if (status === 401 || status === 403) o.log.warn('identity request refused', fields);
+    else o.log.info('identity request refused', fields);
+    send(res, status, { error: code, message }, headers);
+  };
+
+  const server: Server = createServer({ cert: tls.certPem, key: tls.keyPem, minVersion: 'TLSv1.2' }, (req, res) => {
+    handle(req, res).catch((err: unknown) => refuse(req, res, err));
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+
+  let renewing: Promise<boolean> | undefined;
+  const renew = (force = false): Promise<boolean> => {
+    renewing ??= (async () => {
+      if (!force && !serverTlsNeedsRenewal(tls, o.ca.current(), now())) return false;
+      const next = await issueTls();
+      server.setSecureContext({ cert: next.certPem, key: next.keyPem, minVersion: 'TLSv1.2' });
+      tls = next;
+      o.metrics?.certificatesIssued.inc({ kind: 'server' });
+      o.log.info('identity service certificate renewed', { notAfter: next.notAfter.toISOString(), caSha256: next.caFingerprint });
+      return true;
+    })().finally(() => {
+      renewing = undefined;
+    });
+    return renewing;
+  };
+  const timer = setInterval(() => {
+    renew().catch((err: unknown) => o.log.error('identity service certificate renewal failed; will retry', { err }));
+  }, o.renewCheckMs ?? 30_000);
+  timer.unref();
+
+  let port: number;
+  try {
+    port = await listenHostPort(server, o.listen);
+  } catch (err) {
+    clearInterval(timer);
+    throw err;
+  }
+  o.log.info('identity service listening', { listen: o.listen, port, notAfter: tls.notAfter.toISOString() });
+  return {
+    port,
+    serverCertificate: () => ({ certPem: tls.certPem, notBefore: tls.notBefore, notAfter: tls.notAfter, caFingerprint: tls.caFingerprint }),
+    renew,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        clearInterval(timer);
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeIdleConnections();
+      }),
+  };
+}

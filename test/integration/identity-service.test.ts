@@ -1,0 +1,444 @@
+// The identity service against a real kube-apiserver: the controller runs as a ServiceAccount with
+// only the RBAC it needs (Secrets mandate-ca and mandate-jwt-keys in its namespace; create
+// tokenreviews; get pods), attests pods by their bound ServiceAccount tokens (TokenRequest bound
+// to a Pod: pods exist but stay Pending, there is no kubelet), and issues SVIDs and JWT-SVIDs only
+// for the right identity. Also: the CA Secret is created once by racing starters, and a rotation
+// of the JWT keys or the trust bundle reaches a running replica through its watch.
+import assert from 'node:assert/strict';
+import { request } from 'node:https';
+import { after, before, describe, test } from 'node:test';
+import { CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
+import type { AgentIdentity } from '../../crds/generated/types.ts';
+import { buildConfig } from '../../controller/src/config.ts';
+import { createRootCA } from '../../controller/src/identity/ca.ts';
+import { CA_SECRET_NAME, loadOrCreateSecretCA, type SecretCA } from '../../controller/src/identity/cluster/ca-secret.ts';
+import { ClusterJwtKeys } from '../../controller/src/identity/cluster/jwt-keys.ts';
+import { JWT_KEYS_SECRET_NAME } from '../../controller/src/identity/cluster/jwt-keyset.ts';
+import { kubeSecretClient, type SecretClient } from '../../controller/src/identity/cluster/secret-client.ts';
+import { createClusterIdentity, type ClusterIdentity } from '../../controller/src/identity/service/cluster-identity.ts';
+import { ECDSA_SHA256, wc } from '../../controller/src/identity/keys.ts';
+import { Pkcs10CertificateRequestGenerator, SubjectAlternativeNameExtension, X509Certificate } from '../../controller/src/identity/x509.ts';
+import { createLogger } from '../../controller/src/log.ts';
+import { createMetrics } from '../../controller/src/metrics.ts';
+import type { Snapshot } from '../../controller/src/store/snapshot.ts';
+import {
+  applyCrds,
+  cleanupNamespace,
+  countRealApiserverTests,
+  createNamespace,
+  loadKubeConfig,
+  serviceAccountIssuer,
+  startControlPlane,
+  uniqueNamespace,
+  type ControlPlane,
+} from '../harness/kube/index.ts';
+
+const AUDIENCE = 'mandate';
+const ISSUER = 'https://mandate.identity.test';
+const CLUSTER_ROLE = `mandate-identity-${uniqueNamespace('t').slice(2)}`;
+
+/** Polls until `probe` returns true. */
+async function eventually(probe: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+interface Reply {
+  readonly status: number;
+  readonly body: Record<string, unknown>;
+}
+
+describe('identity service on a real API server', { timeout: 10 * 60_000 }, () => {
+  countRealApiserverTests('identity-service.test.ts');
+  let cp: ControlPlane;
+  let admin: KubeConfig;
+  let core: CoreV1Api;
+  let custom: CustomObjectsApi;
+  let rbac: RbacAuthorizationV1Api;
+  let controllerKc: KubeConfig;
+  let identity: ClusterIdentity;
+  let port: number;
+  let bundle: string;
+  let snapshot: Snapshot | undefined;
+  const namespaces: string[] = [];
+  const logLines: string[] = [];
+  let mandateNs: string;
+  let agentsNs: string;
+  let otherNs: string;
+  const tokens = new Set<string>();
+
+  const freshNamespace = async (prefix: string): Promise<string> => {
+    const ns = await createNamespace(admin, uniqueNamespace(prefix));
+    namespaces.push(ns);
+    return ns;
+  };
+
+  /** What the chart's Role grants the controller in a namespace where it keeps its Secrets. */
+  const grantSecrets = async (ns: string): Promise<void> => {
+    await rbac.createNamespacedRole({
+      namespace: ns,
+      body: {
+        metadata: { name: 'mandate-identity' },
+        rules: [
+          // create cannot be limited by name (the name is not known to RBAC before the object exists).
+          { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+          { apiGroups: [''], resources: ['secrets'], resourceNames: [CA_SECRET_NAME, JWT_KEYS_SECRET_NAME], verbs: ['get', 'update', 'list', 'watch'] },
+        ],
+      },
+    });
+    await rbac.createNamespacedRoleBinding({
+      namespace: ns,
+      body: {
+        metadata: { name: 'mandate-identity' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'mandate-identity' },
+        subjects: [{ kind: 'ServiceAccount', name: 'mandate', namespace: mandateNs }],
+      },
+    });
+  };
+
+  const refreshSnapshot = async (): Promise<void> => {
+    const list = (await custom.listClusterCustomObject({ group: 'mandate.dev', version: 'v1alpha1', plural: 'agentidentities' })) as { items: AgentIdentity[] };
+    snapshot = {
+      revision: (snapshot?.revision ?? 0) + 1,
+      loadedAt: new Date().toISOString(),
+      source: 'kubernetes',
+      identities: new Map(list.items.map((i) => [`${i.metadata.namespace ?? ''}/${i.metadata.name}`, i])),
+      policies: new Map(),
+      tools: new Map(),
+      secrets: new Map(),
+    };
+  };
+
+  const createIdentity = async (ns: string, name: string, spec: Partial<AgentIdentity['spec']>): Promise<void> => {
+    await custom.createNamespacedCustomObject({
+      group: 'mandate.dev',
+      version: 'v1alpha1',
+      namespace: ns,
+      plural: 'agentidentities',
+      body: { apiVersion: 'mandate.dev/v1alpha1', kind: 'AgentIdentity', metadata: { name, namespace: ns }, spec: { owner: 'team@example.com', serviceAccount: name, ...spec } },
+    });
+  };
+
+  const createPod = async (ns: string, name: string, serviceAccount: string, labels: Record<string, string> = {}): Promise<V1Pod> =>
+    core.createNamespacedPod({
+      namespace: ns,
+      body: { metadata: { name, labels }, spec: { serviceAccountName: serviceAccount, containers: [{ name: 'app', image: 'registry.example/agent:1' }] } },
+    });
+
+  /** A projected-style token: TokenRequest for `sa`, bound to `pod` unless pod is undefined. */
+  const tokenFor = async (ns: string, sa: string, pod: V1Pod | undefined, audiences: string[] = [AUDIENCE]): Promise<string> => {
+    const tr = await core.createNamespacedServiceAccountToken({
+      namespace: ns,
+      name: sa,
+      body: {
+        apiVersion: 'authentication.k8s.io/v1',
+        kind: 'TokenRequest',
+        spec: {
+          audiences,
+          expirationSeconds: 600,
+          ...(pod ? { boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name: pod.metadata?.name ?? '', uid: pod.metadata?.uid ?? '' } } : {}),
+        },
+      },
+    });
+    const token = tr.status?.token ?? '';
+    assert.ok(token.length > 100);
+    tokens.add(token);
+    return token;
+  };
+
+  const call = (method: string, path: string, token?: string, body?: unknown): Promise<Reply> =>
+    new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port,
+          method,
+          path,
+          // The service's certificate names the in-cluster Service; verify it with the trust bundle.
+          servername: `mandate.${mandateNs}.svc`,
+          ca: bundle,
+          agent: false,
+          headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(payload ? { 'content-type': 'application/json' } : {}) },
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} }));
+        },
+      );
+      req.on('error', reject);
+      if (payload) req.write(payload);
+      req.end();
+    });
+
+  const csr = async (opts: { name?: string; san?: string } = {}): Promise<string> => {
+    const keys = await wc.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+    return (
+      await Pkcs10CertificateRequestGenerator.create(
+        {
+          keys,
+          signingAlgorithm: ECDSA_SHA256,
+          ...(opts.name ? { name: opts.name } : {}),
+          ...(opts.san ? { extensions: [new SubjectAlternativeNameExtension([{ type: 'url', value: opts.san }])] } : {}),
+        },
+        wc,
+      )
+    ).toString('pem');
+  };
+
+  const refused = (r: Reply, status: number, code: string, pattern: RegExp): void => {
+    assert.equal(r.status, status, JSON.stringify(r.body));
+    assert.equal(r.body.error, code);
+    assert.match(String(r.body.message), pattern);
+  };
+
+  before(async () => {
+    cp = await startControlPlane();
+    admin = cp.adminKubeConfig();
+    core = admin.makeApiClient(CoreV1Api);
+    custom = admin.makeApiClient(CustomObjectsApi);
+    rbac = admin.makeApiClient(RbacAuthorizationV1Api);
+    await applyCrds(admin);
+    mandateNs = await freshNamespace('mandate');
+    agentsNs = await freshNamespace('agents');
+    otherNs = await freshNamespace('other');
+
+    await core.createNamespacedServiceAccount({ namespace: mandateNs, body: { metadata: { name: 'mandate' } } });
+    await grantSecrets(mandateNs);
+    await rbac.createClusterRole({
+      body: {
+        metadata: { name: CLUSTER_ROLE },
+        rules: [
+          { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+          { apiGroups: [''], resources: ['pods'], verbs: ['get'] },
+        ],
+      },
+    });
+    await rbac.createClusterRoleBinding({
+      body: {
+        metadata: { name: CLUSTER_ROLE },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: CLUSTER_ROLE },
+        subjects: [{ kind: 'ServiceAccount', name: 'mandate', namespace: mandateNs }],
+      },
+    });
+    controllerKc = loadKubeConfig(await cp.serviceAccountKubeconfig(mandateNs, 'mandate', { expirationSeconds: 3600 }));
+
+    for (const [ns, sa] of [
+      [agentsNs, 'billing-agent'],
+      [agentsNs, 'planner'],
+      [otherNs, 'billing-agent'],
+    ] as const) {
+      await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: sa } } });
+    }
+    await createIdentity(agentsNs, 'billing-agent', { version: '1.2.3', certificateTTL: '30m' });
+    await createIdentity(agentsNs, 'planner', {});
+    await refreshSnapshot();
+
+    const config = buildConfig(
+      {},
+      {
+        cluster: { namespace: mandateNs, watchdogSeconds: 30 },
+        identityService: { listen: '127.0.0.1:0', tokenAudience: AUDIENCE, jwtIssuer: ISSUER },
+      },
+    );
+    identity = createClusterIdentity({
+      config,
+      kubeConfig: controllerKc,
+      snapshot: () => snapshot,
+      log: createLogger({ write: (l) => logLines.push(l), level: 'debug' }),
+      metrics: createMetrics({ defaultMetrics: false }),
+    });
+    assert.deepEqual(identity.readiness.map((r) => [r.name, r.ok()]), [['ca', false], ['jwt-keys', false]]);
+    port = (await identity.start()).port;
+    assert.ok(identity.readiness.every((r) => r.ok()));
+    bundle = identity.ca.current()?.material.bundlePem ?? '';
+    assert.match(bundle, /BEGIN CERTIFICATE/);
+  });
+
+  after(async () => {
+    await identity?.stop();
+    if (!cp) return;
+    try {
+      for (const ns of namespaces) await cleanupNamespace(admin, ns);
+      await rbac.deleteClusterRoleBinding({ name: CLUSTER_ROLE });
+      await rbac.deleteClusterRole({ name: CLUSTER_ROLE });
+    } finally {
+      await cp.stop();
+    }
+  });
+
+  test('the CA and JWT keys were created in Secrets in Mandate namespace', async () => {
+    const ca = await core.readNamespacedSecret({ namespace: mandateNs, name: CA_SECRET_NAME });
+    assert.deepEqual(Object.keys(ca.data ?? {}).sort(), ['bundle.pem', 'ca.crt', 'ca.key']);
+    assert.equal(Buffer.from(ca.data?.['bundle.pem'] ?? '', 'base64').toString(), bundle);
+    const keys = await core.readNamespacedSecret({ namespace: mandateNs, name: JWT_KEYS_SECRET_NAME });
+    assert.deepEqual(Object.keys(keys.data ?? {}), ['keys.json']);
+  });
+
+  test("a pod's ServiceAccount token gets an SVID for its identity, whatever the CSR's subject says", async () => {
+    const pod = await createPod(agentsNs, 'billing-1', 'billing-agent', { app: 'billing' });
+    const token = await tokenFor(agentsNs, 'billing-agent', pod);
+    const r = await call('POST', '/v1/svid', token, { csr: await csr({ name: `CN=spiffe://cluster.local/ns/${agentsNs}/agent/planner` }) });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const expected = `spiffe://cluster.local/ns/${agentsNs}/agent/billing-agent`;
+    assert.equal(r.body.spiffeId, expected);
+    const cert = new X509Certificate(String(r.body.certificate));
+    assert.deepEqual(cert.getExtension(SubjectAlternativeNameExtension)?.names.items.map((n) => [n.type, n.value]), [['url', expected]]);
+    assert.equal(cert.subject, '');
+    // certificateTTL 30m from the AgentIdentity, as the API server stored it.
+    const life = cert.notAfter.getTime() - Date.now();
+    assert.ok(life <= 30 * 60_000 && life > 29 * 60_000, `lifetime ${life} ms`);
+
+    // A CSR that asks for a SAN gets nothing, not even the right one.
+    refused(await call('POST', '/v1/svid', token, { csr: await csr({ san: expected }) }), 400, 'CERT_REQUEST_INVALID', /subjectAltName/);
+    refused(await call('POST', '/v1/svid', token, { csr: await csr(), ttlSeconds: 3600 }), 400, 'CERT_REQUEST_INVALID', /exceeds the identity's certificateTTL \(30m\)/);
+  });
+
+  test('a JWT-SVID for the pod verifies against the served JWKS', async () => {
+    const pod = await createPod(agentsNs, 'billing-jwt', 'billing-agent');
+    const token = await tokenFor(agentsNs, 'billing-agent', pod);
+    const r = await call('POST', '/v1/jwt', token, { audience: 'https://payments.example.com' });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const jwks = (await call('GET', '/keys')).body as unknown as JSONWebKeySet;
+    const { payload } = await jwtVerify(String(r.body.token), createLocalJWKSet(jwks), { issuer: ISSUER, audience: 'https://payments.example.com' });
+    assert.equal(payload.sub, `spiffe://cluster.local/ns/${agentsNs}/agent/billing-agent`);
+    assert.equal(payload.instance, pod.metadata?.uid);
+    assert.equal(payload.version, '1.2.3');
+    assert.equal((payload.exp ?? 0) - (payload.iat ?? 0), 300, 'the CRD default tokenTTL (5m), applied by the API server');
+    const discovery = await call('GET', '/.well-known/openid-configuration');
+    assert.equal(discovery.body.issuer, ISSUER);
+  });
+
+  test('a token of another ServiceAccount is refused clearly', async () => {
+    const pod = await createPod(agentsNs, 'default-1', 'default');
+    const token = await tokenFor(agentsNs, 'default', pod);
+    refused(await call('POST', '/v1/svid', token, { csr: await csr() }), 403, 'IDENTITY_UNKNOWN', new RegExp(`^no AgentIdentity for ServiceAccount ${agentsNs}/default$`));
+  });
+
+  test('a token of the same ServiceAccount name in another namespace is refused clearly', async () => {
+    const pod = await createPod(otherNs, 'billing-elsewhere', 'billing-agent');
+    const token = await tokenFor(otherNs, 'billing-agent', pod);
+    refused(await call('POST', '/v1/svid', token, { csr: await csr() }), 403, 'IDENTITY_UNKNOWN', new RegExp(`no AgentIdentity for ServiceAccount ${otherNs}/billing-agent`));
+  });
+
+  test('a token for a foreign audience is refused clearly', async () => {
+    const pod = await createPod(agentsNs, 'billing-foreign', 'billing-agent');
+    const token = await tokenFor(agentsNs, 'billing-agent', pod, [serviceAccountIssuer]);
+    refused(await call('POST', '/v1/svid', token, { csr: await csr() }), 401, 'ATTESTATION_FAILED', /refused the ServiceAccount token \(TokenReview for audience "mandate"\): .*token audiences .* is invalid for the target audiences/);
+  });
+
+  test('a token not bound to a pod, and a token whose pod was deleted, are refused', async () => {
+    const unbound = await tokenFor(agentsNs, 'billing-agent', undefined);
+    refused(await call('POST', '/v1/jwt', unbound, { audience: 'x' }), 401, 'ATTESTATION_FAILED', /not bound to a pod/);
+    const pod = await createPod(agentsNs, 'billing-gone', 'billing-agent');
+    const token = await tokenFor(agentsNs, 'billing-agent', pod);
+    await core.deleteNamespacedPod({ namespace: agentsNs, name: 'billing-gone', gracePeriodSeconds: 0 });
+    await eventually(async () => {
+      try {
+        await core.readNamespacedPod({ namespace: agentsNs, name: 'billing-gone' });
+        return false;
+      } catch {
+        return true;
+      }
+    }, 'pod deletion');
+    refused(await call('POST', '/v1/jwt', token, { audience: 'x' }), 401, 'ATTESTATION_FAILED', /refused the ServiceAccount token .*: .*service account token has been invalidated/);
+  });
+
+  test('a suspended identity gets nothing', async () => {
+    const pod = await createPod(agentsNs, 'planner-1', 'planner');
+    const token = await tokenFor(agentsNs, 'planner', pod);
+    assert.equal((await call('POST', '/v1/jwt', token, { audience: 'x' })).status, 200);
+    await custom.patchNamespacedCustomObject({
+      group: 'mandate.dev',
+      version: 'v1alpha1',
+      namespace: agentsNs,
+      plural: 'agentidentities',
+      name: 'planner',
+      body: [{ op: 'add', path: '/spec/suspended', value: true }],
+    });
+    await refreshSnapshot();
+    refused(await call('POST', '/v1/svid', token, { csr: await csr() }), 403, 'IDENTITY_SUSPENDED', /planner is suspended/);
+    refused(await call('POST', '/v1/jwt', token, { audience: 'x' }), 403, 'IDENTITY_SUSPENDED', /planner is suspended/);
+  });
+
+  test('a JWT key rotation by another replica reaches this one through its watch (RBAC by resource name)', async () => {
+    const before = identity.jwtKeys.signer()?.kid;
+    const leader = new ClusterJwtKeys({ client: kubeSecretClient(controllerKc), namespace: mandateNs, log: createLogger({ write: () => undefined }), resyncMs: 60_000 });
+    leader.start();
+    try {
+      await leader.whenReady();
+      const r = await leader.rotate();
+      assert.equal(r.rotated, true);
+      await eventually(() => identity.jwtKeys.signer()?.kid === r.kid, 'the rotation to reach the running replica');
+      const served = (await call('GET', '/keys')).body as unknown as JSONWebKeySet;
+      assert.deepEqual(served.keys.map((k) => k.kid), [r.kid, before]);
+    } finally {
+      await leader.stop();
+    }
+  });
+
+  test('a second root added to bundle.pem is trusted by the running replica (rotation overlap)', async () => {
+    const client = kubeSecretClient(admin);
+    const current = await client.get(mandateNs, CA_SECRET_NAME);
+    assert.ok(current);
+    const next = await createRootCA({ trustDomain: 'cluster.local', now: new Date() });
+    const data = Object.fromEntries(current.data);
+    const updated = await client.replace(current, { ...data, 'bundle.pem': (data['bundle.pem'] ?? '') + next.certPem });
+    assert.ok(updated);
+    await eventually(() => (identity.ca.current()?.material.bundlePem.match(/BEGIN CERTIFICATE/g) ?? []).length === 2, 'the new bundle');
+    const pod = await createPod(agentsNs, 'billing-2', 'billing-agent');
+    const r = await call('POST', '/v1/svid', await tokenFor(agentsNs, 'billing-agent', pod), { csr: await csr() });
+    assert.equal(r.status, 200);
+    assert.equal((String(r.body.bundle).match(/BEGIN CERTIFICATE/g) ?? []).length, 2);
+  });
+
+  test('the CA Secret is created once when several replicas start at the same time', async () => {
+    const ns = await freshNamespace('race');
+    await grantSecrets(ns);
+    const starters = 3;
+    let gets = 0;
+    let release: () => void = () => undefined;
+    const allRead = new Promise<void>((r) => (release = r));
+    const real = kubeSecretClient(controllerKc);
+    let createAttempts = 0;
+    let created = 0;
+    // Every starter reads "absent" before any creates: the race the API server must settle.
+    const racing: SecretClient = {
+      ...real,
+      async get(namespace, name) {
+        const s = await real.get(namespace, name);
+        if (++gets === starters) release();
+        if (gets <= starters) await allRead;
+        return s;
+      },
+      async create(namespace, name, data, labels) {
+        createAttempts++;
+        const s = await real.create(namespace, name, data, labels);
+        if (s) created++;
+        return s;
+      },
+    };
+    const log = createLogger({ write: () => undefined });
+    const results: SecretCA[] = await Promise.all(
+      Array.from({ length: starters }, () => loadOrCreateSecretCA({ client: racing, namespace: ns, trustDomain: 'cluster.local', now: new Date(), log })),
+    );
+    assert.equal(createAttempts, starters);
+    assert.equal(created, 1);
+    assert.equal(new Set(results.map((r) => r.fingerprint)).size, 1);
+    const stored = await real.get(ns, CA_SECRET_NAME);
+    assert.equal(stored?.data.get('ca.crt'), results[0]?.material.certPem);
+  });
+
+  test('the logs name pods and identities but never hold a token or a key', () => {
+    const all = logLines.join('\n');
+    assert.ok(all.includes('issued X.509-SVID'));
+    for (const t of tokens) assert.ok(!all.includes(t), 'a token reached the logs');
+    assert.ok(!all.includes('PRIVATE KEY'));
+  });
+});
