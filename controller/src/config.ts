@@ -233,8 +233,16 @@ export function readConfigFile(path: string): ConfigInput {
   return doc;
 }
 
-/** Environment read once, here: MANDATE_LOG_LEVEL only, so the process stays explainable by its flags. */
+/**
+ * Environment read once, here: MANDATE_LOG_LEVEL, and the downward-API variables a pod spec sets
+ * (POD_NAME, POD_NAMESPACE), so the process stays explainable by its flags and its pod spec.
+ */
 export function envOverrides(env: NodeJS.ProcessEnv = process.env): ConfigInput {
-  const level = env.MANDATE_LOG_LEVEL;
-  return level ? { log: { level: level as LogLevel } } : {};
+  const out: Record<string, unknown> = {};
+  if (env.MANDATE_LOG_LEVEL) out.log = { level: env.MANDATE_LOG_LEVEL as LogLevel };
+  const cluster: Record<string, string> = {};
+  if (env.POD_NAME) cluster.podName = env.POD_NAME;
+  if (env.POD_NAMESPACE) cluster.namespace = env.POD_NAMESPACE;
+  if (Object.keys(cluster).length) out.cluster = cluster;
+  return out;
 }

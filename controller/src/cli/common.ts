@@ -20,7 +20,10 @@ export interface ConfigFlagValues {
 
 export function configFromFlags(values: ConfigFlagValues, extra: ConfigInput = {}): Config {
   const file = values.config ? readConfigFile(values.config) : {};
-  const flags: Record<string, unknown> = { ...envOverrides(), ...extra };
+  const env = envOverrides() as Record<string, Record<string, unknown> | undefined>;
+  const flags: Record<string, unknown> = { ...env, ...extra };
+  // Flags win over the environment field by field, not section by section.
+  for (const key of ['cluster', 'log'] as const) if (env[key] && extra[key]) flags[key] = { ...env[key], ...extra[key] };
   if (values.data) flags.dataDir = values.data;
   if (values['trust-domain']) flags.trustDomain = values['trust-domain'];
   if (values.manifests) flags.standalone = { ...(extra.standalone ?? {}), manifests: values.manifests };

@@ -1,0 +1,128 @@
+// Mandate in a cluster (`mandate serve` without --standalone): the informer store, the CA and JWT
+// keys in Secrets, the identity service, the reconciler behind leader election, and the same data
+// plane as standalone. Every replica serves checks and issues credentials; only the leader writes
+// status, trust bundles and rotates JWT keys. Checks never wait on the API server: they read the
+// last published snapshot, which survives API outages.
+import { hostname } from 'node:os';
+import { compileSnapshot, type Compiled } from './authz/compiled.ts';
+import { startAuthzPlane, type AuthzPlane } from './authz/plane.ts';
+import type { Config } from './config.ts';
+import { startHttpServer, type HttpServerHandle } from './http/server.ts';
+import { createClusterIdentity } from './identity/service/cluster-identity.ts';
+import type { IdentityServerHandle } from './identity/service/server.ts';
+import { createKubeClients, loadKubeConfig } from './kube/client.ts';
+import type { Logger } from './log.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { createLeaderController } from './reconcile/controller.ts';
+import { createKubeStore, type KubeStore } from './store/kube.ts';
+
+export interface ClusterHandle {
+  readonly authzPort: number;
+  readonly httpPort: number;
+  readonly identityPort: number;
+  readonly metrics: Metrics;
+  readonly store: KubeStore<Compiled>;
+  isLeader(): boolean;
+  close(): Promise<void>;
+}
+
+// How often the leader looks at the JWT signing keys' age; rotation itself is by age (24 h).
+const JWT_ROTATION_CHECK_MS = 60_000;
+
+export async function startCluster(config: Config, log: Logger, io: { stdout?: (line: string) => void } = {}): Promise<ClusterHandle> {
+  const metrics = createMetrics();
+  const kubeConfig = loadKubeConfig(config.cluster);
+  const clients = createKubeClients(kubeConfig);
+  const store = createKubeStore<Compiled>(config, clients, log.child({ component: 'store' }), (s) => compileSnapshot(s, config.trustDomain));
+  store.subscribe((r) => {
+    metrics.snapshotReloads.inc({ result: r.ok ? 'ok' : 'rejected' });
+    if (r.problems.length > 0) metrics.policyCompileErrors.inc(r.problems.length);
+    metrics.snapshotRevision.set(r.revision);
+  });
+  const identity = createClusterIdentity({ config, kubeConfig, snapshot: () => store.current()?.snapshot, log: log.child({ component: 'identity' }), metrics });
+  const controller = createLeaderController({
+    config,
+    clients,
+    source: store,
+    trustBundle: () => identity.ca.current()?.material.bundlePem ?? '',
+    log: log.child({ component: 'reconciler' }),
+    registry: metrics.registry,
+    countError: (code) => metrics.errors.inc({ code }),
+  });
+
+  let plane: AuthzPlane | undefined;
+  let idServer: IdentityServerHandle | undefined;
+  let http: HttpServerHandle | undefined;
+  let jwtTimer: NodeJS.Timeout | undefined;
+  const cleanup = async () => {
+    clearInterval(jwtTimer);
+    await controller.stop();
+    await plane?.close();
+    await idServer?.close();
+    await identity.stop();
+    await store.stop();
+    await http?.close();
+  };
+  try {
+    // Health first, so a replica waiting on its CA or first sync says why it is not ready.
+    http = await startHttpServer({
+      listen: config.http.listen,
+      metrics,
+      log,
+      readiness: [
+        { name: 'snapshot', ok: () => store.health().synced && store.current() !== undefined },
+        ...identity.readiness,
+        { name: 'audit', ok: () => plane?.audit.healthy ?? false },
+      ],
+    });
+    idServer = await identity.start();
+    const ca = await identity.ca.whenReady();
+    plane = await startAuthzPlane({
+      config,
+      log,
+      metrics,
+      current: () => store.current(),
+      ca: () => identity.ca.current()?.material ?? ca.material,
+      ...(io.stdout ? { stdout: io.stdout } : {}),
+    });
+    const authz = plane;
+    identity.ca.onChange(() => {
+      authz.renewCertificate().catch((err: unknown) => log.error('renewing the authz certificate after a CA change failed', { err }));
+    });
+    controller.start();
+    jwtTimer = setInterval(() => {
+      if (!controller.isLeader() || !identity.jwtKeys.needsRotation()) return;
+      identity.jwtKeys.rotate().then(
+        (r) => log.info('JWT signing keys rotated', { rotated: r.rotated, kid: r.kid }),
+        (err: unknown) => log.error('JWT signing key rotation failed; the current key stays in use', { err }),
+      );
+    }, JWT_ROTATION_CHECK_MS);
+    jwtTimer.unref();
+
+    const first = await store.start();
+    const handle = { authz, idServer, http };
+    log.info('mandate serving (cluster)', {
+      authzPort: handle.authz.port,
+      httpPort: handle.http.port,
+      identityPort: handle.idServer.port,
+      apiServer: clients.server,
+      namespace: config.cluster.namespace,
+      replica: config.cluster.podName,
+      trustDomain: config.trustDomain,
+      revision: first.revision,
+      host: hostname(),
+    });
+    return {
+      authzPort: handle.authz.port,
+      httpPort: handle.http.port,
+      identityPort: handle.idServer.port,
+      metrics,
+      store,
+      isLeader: () => controller.isLeader(),
+      close: cleanup,
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
