@@ -2,7 +2,7 @@
 // and read the mTLS peer certificate (the caller's sole source of identity), hand the decoded
 // request to the check handler, and map failures to gRPC statuses so Envoy's fail-closed
 // setting (failure_mode_allow: false) applies. Everything that decides lives in pure code.
-import type { PeerCertificate } from 'node:tls';
+import { TLSSocket, type PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import type { PackageDefinition } from '@grpc/proto-loader';
@@ -27,12 +27,31 @@ export interface AuthzServerOptions {
   readonly handler: CheckHandler;
   readonly log: Logger;
   readonly metrics: Metrics;
+  /** Clock for certificate expiry on cached connections (tests). */
+  readonly now?: () => number;
 }
 
 export interface AuthzServerHandle {
   readonly port: number;
   /** Stops accepting calls and waits for in-flight ones (bounded by `graceMs`). */
   close(graceMs?: number): Promise<void>;
+}
+
+// grpc-js re-reads the peer certificate through TLSSocket.getPeerCertificate() on every
+// getAuthContext(), which formats the whole certificate and computes three fingerprints: a fifth of
+// the CPU of a check under load. Node's HTTP/2 server disables TLS renegotiation on every session
+// socket (RFC 7540 §9.2.1), so a connection's peer cannot change: the authenticated identity is
+// kept per TLS socket, and only the expiry is checked again on each call. Reaching the socket
+// uses grpc-js internals (call.call.stream.session.socket); if they move, every call falls back
+// to getAuthContext(), which is slower but equally correct.
+interface Authenticated {
+  readonly peer: PeerIdentity;
+  readonly notAfterMs: number;
+}
+
+function connectionSocket(call: unknown): TLSSocket | undefined {
+  const socket = (call as { call?: { stream?: { session?: { socket?: unknown } } } }).call?.stream?.session?.socket;
+  return socket instanceof TLSSocket && socket.authorized ? socket : undefined;
 }
 
 const statusFor: Partial<Record<MandateError['code'], grpc.status>> = {
@@ -57,12 +76,27 @@ export async function startAuthzServer(opts: AuthzServerOptions): Promise<AuthzS
     callback({ code: statusFor[err.code] ?? grpc.status.INTERNAL, details: `${err.code}: ${err.message}` });
   };
 
-  const check: grpc.handleUnaryCall<unknown, unknown> = (call, callback) => {
+  const now = opts.now ?? Date.now;
+  const connections = new WeakMap<TLSSocket, Authenticated>();
+  const authenticate = (call: grpc.ServerUnaryCall<unknown, unknown>): PeerIdentity => {
+    const socket = connectionSocket(call);
+    const known = socket ? connections.get(socket) : undefined;
+    if (known) {
+      if (now() < known.notAfterMs) return known.peer;
+      if (socket) connections.delete(socket);
+      throw new MandateError('PEER_UNAUTHENTICATED', 'the client certificate of this connection has expired');
+    }
     const cert = call.getAuthContext().sslPeerCertificate;
+    if (!cert || !cert.raw) throw new MandateError('PEER_UNAUTHENTICATED', 'no client certificate on this connection');
+    const peer = opts.authenticate(cert);
+    if (socket) connections.set(socket, { peer, notAfterMs: Date.parse(cert.valid_to) });
+    return peer;
+  };
+
+  const check: grpc.handleUnaryCall<unknown, unknown> = (call, callback) => {
     let peer: PeerIdentity;
     try {
-      if (!cert || !cert.raw) throw new MandateError('PEER_UNAUTHENTICATED', 'no client certificate on this connection');
-      peer = opts.authenticate(cert);
+      peer = authenticate(call);
     } catch (err) {
       const e = asMandateError(err, 'PEER_UNAUTHENTICATED');
       opts.log.warn('check refused: unauthenticated peer', { peer: call.getPeer(), code: e.code, error: e.message });
