@@ -9,7 +9,7 @@ import { MandateError } from './errors.ts';
 import { deepFreeze } from './freeze.ts';
 import type { LogLevel } from './log.ts';
 
-export type FsyncMode = 'always' | 'batch' | 'never';
+export type FsyncMode = 'always' | 'batch' | 'interval' | 'never';
 
 export interface Config {
   /** SPIFFE trust domain: spiffe://<trustDomain>/ns/<ns>/agent/<name>. */
@@ -44,8 +44,16 @@ export interface Config {
     readonly dir: string;
     /** Records per segment before it is sealed with a signed checkpoint. */
     readonly segmentRecords: number;
-    /** always: fdatasync each record; batch: once per group commit; never: leave it to the OS. */
+    /**
+     * When an answered decision's record is on stable storage. Every mode writes the record to the
+     * segment file (so a Mandate crash loses nothing) before the check is answered.
+     * always: fdatasync each record; batch: fdatasync each group commit before answering (survives
+     * power loss; adds the disk's sync latency to every check); interval (default): fdatasync in
+     * the background within syncIntervalMs (a machine crash loses at most that window);
+     * never: only at head checkpoints.
+     */
     readonly fsync: FsyncMode;
+    readonly syncIntervalMs: number;
     /** Also write each record as a JSON line on stdout for a SIEM. */
     readonly stdout: boolean;
   };
@@ -97,7 +105,7 @@ export function defaults(dataDir = defaultDataDir): Config {
     authz: { listen: '127.0.0.1:9001', maxRequestBytes: 4 * 1024 * 1024, maxBodyBytes: 1024 * 1024, serverNames: [] },
     http: { listen: '127.0.0.1:9090' },
     identity: { certTTLSeconds: 3600 },
-    audit: { dir: `${dataDir}/audit`, segmentRecords: 10_000, fsync: 'batch', stdout: true },
+    audit: { dir: `${dataDir}/audit`, segmentRecords: 10_000, fsync: 'interval', syncIntervalMs: 50, stdout: true },
     killSwitch: { global: false, namespaces: [] },
     log: { level: 'info' },
     cluster: {
@@ -138,11 +146,12 @@ const schema = {
       properties: { certTTLSeconds: { type: 'integer', minimum: 60, maximum: 86400 } },
     },
     audit: {
-      type: 'object', additionalProperties: false, required: ['dir', 'segmentRecords', 'fsync', 'stdout'],
+      type: 'object', additionalProperties: false, required: ['dir', 'segmentRecords', 'fsync', 'syncIntervalMs', 'stdout'],
       properties: {
         dir: { type: 'string', minLength: 1 },
         segmentRecords: { type: 'integer', minimum: 1, maximum: 10_000_000 },
-        fsync: { enum: ['always', 'batch', 'never'] },
+        fsync: { enum: ['always', 'batch', 'interval', 'never'] },
+        syncIntervalMs: { type: 'integer', minimum: 1, maximum: 10_000 },
         stdout: { type: 'boolean' },
       },
     },

@@ -1,5 +1,6 @@
 // Mandate as the benchmark runs it: a child process `mandate serve --standalone` on a generated
-// config (authz and HTTP on 127.0.0.1, audit with batched fsync and no stdout copy), readiness
+// config (authz and HTTP on 127.0.0.1, audit with the product's default fsync mode unless told
+// otherwise, no stdout copy), readiness
 // by polling /readyz, and client certificates from `mandate cert issue`.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -9,6 +10,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import type { FsyncMode } from '../../controller/src/config.ts';
 import { stringify } from 'yaml';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -32,6 +34,8 @@ export interface MandateConfigInput {
   readonly authzPort: number;
   readonly httpPort: number;
   readonly trustDomain: string;
+  /** Audit fsync mode; the product default (interval) when absent. */
+  readonly fsync?: FsyncMode;
 }
 
 /** The YAML config (see controller/src/config.ts) the benchmark serves with. */
@@ -42,7 +46,7 @@ export function mandateConfigYaml(input: MandateConfigInput): string {
     standalone: { manifests: input.manifests, watch: false },
     authz: { listen: `127.0.0.1:${input.authzPort}` },
     http: { listen: `127.0.0.1:${input.httpPort}` },
-    audit: { dir: join(input.dataDir, 'audit'), fsync: 'batch', stdout: false },
+    audit: { dir: join(input.dataDir, 'audit'), ...(input.fsync ? { fsync: input.fsync } : {}), stdout: false },
     log: { level: 'info' },
   });
 }

@@ -173,7 +173,9 @@ export function renderLoadSection(r: LoadReport): string {
     `Setup: both servers are Node child processes on 127.0.0.1 with the same Envoy protos and mTLS (client certificate required, ECDSA P-256); ` +
       `${m.tools.ghz ?? 'ghz'} loads them with GOMAXPROCS=${s.ghzCpus}. Max throughput: ${int(s.requests)} calls, ` +
       `${s.connections} connections, concurrency ${s.concurrency}; fixed rate: ${int(s.rateRequests)} calls at ${int(s.rate)}/s, ${s.rateConnections} connections, concurrency ${s.rateConcurrency}; ` +
-      `each run bounded to ${s.maxSeconds} s, after a discarded warm-up of ${int(s.warmupRequests)} calls. Latency is measured by ghz (client side).`,
+      `each run bounded to ${s.maxSeconds} s, after a discarded warm-up of ${int(s.warmupRequests)} calls. Latency is measured by ghz (client side). ` +
+      `Mandate runs with its default audit settings: every decision's record is written to the hash-chained segment before the answer, ` +
+      `and synced to disk in the background within 50 ms (fsync interval); with fsync batch (synced before each answer) the disk's sync latency adds to every check.`,
     '',
     `Policy set: ${int(r.scale.identities)} AgentIdentities, ${int(r.scale.policies)} AgentPolicies with ${int(r.scale.rules)} rules ` +
       `(${r.scale.rulesBoundToLoadIdentity} bound to the calling identity), ${r.scale.tools} AgentTools (${r.scale.exampleTools} from policies/) with ${r.scale.actions} actions. ` +

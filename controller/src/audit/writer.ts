@@ -5,7 +5,10 @@
 // Group commit: append() places the record in the chain at once (seq order = call order) and queues
 // it; one drain loop writes everything queued since its last write in a single write(), then one
 // fdatasync (batch mode), then resolves those appends. fsync 'always' writes and syncs record by
-// record; 'never' resolves after write() (survives a process crash, not a machine crash).
+// record; 'interval' resolves after write() and fdatasyncs in the background at most
+// syncIntervalMs later (like PostgreSQL's synchronous_commit=off with its WAL writer delay): a
+// Mandate crash loses nothing, a machine crash at most that interval of answered records;
+// 'never' resolves after write() and leaves syncing to the head checkpoints.
 //
 // Fail closed: after any write, sync, seal or head error the position of the chain on disk is
 // uncertain, so every queued and later append rejects with AUDIT_WRITE until a new AuditLog is
@@ -53,6 +56,8 @@ export interface AuditLogOptions {
   readonly headEvery?: { readonly records?: number; readonly ms?: number };
   /** A lock from another host whose heartbeat is older than this is stale. Default 30 s. */
   readonly lockStaleMs?: number;
+  /** fsync 'interval': the longest a written record waits for its fdatasync. Default 50 ms. */
+  readonly syncIntervalMs?: number;
   /** Test seam: how segment and checkpoint files are opened (to inject I/O errors). */
   readonly fs?: AuditFs;
 }
@@ -155,6 +160,9 @@ export class AuditLog {
   private sinceHead = 0;
   private lastHeadAt = 0;
   private headTimer: NodeJS.Timeout | null = null;
+  private syncDue = false;
+  private syncTimer: NodeJS.Timeout | null = null;
+  private readonly syncIntervalMs: number;
   private draining = false;
   private drained: Promise<void> = Promise.resolve();
   private failure: MandateError | null = null;
@@ -169,6 +177,7 @@ export class AuditLog {
     this.dir = state.dir;
     this.segmentRecords = o.segmentRecords;
     this.fsyncMode = o.fsync;
+    this.syncIntervalMs = o.syncIntervalMs ?? 50;
     this.signer = o.signer;
     this.stdout = o.stdout;
     this.log = o.log;
@@ -236,7 +245,7 @@ export class AuditLog {
     } catch (err) {
       if (log) await log.fh?.close().catch(() => undefined);
       else await fh?.close().catch(() => undefined);
-      log?.clearHeadTimer();
+      log?.clearTimers();
       await lock.release();
       throw err;
     }
@@ -281,7 +290,7 @@ export class AuditLog {
       }
     }
     while (this.draining) await this.drained;
-    this.clearHeadTimer();
+    this.clearTimers();
     if (this.fh) {
       await this.fh.close().catch((err: unknown) => {
         error ??= err;
@@ -334,6 +343,11 @@ export class AuditLog {
         // A head is written before the next batch when due, so heads keep coming under sustained load.
         if (this.headDue || this.headWaiters.some((w) => w.upto <= this.writtenSeq)) {
           await this.writeHead();
+        } else if (this.syncDue) {
+          // Before the next batch, so that syncs keep coming under sustained load.
+          this.syncDue = false;
+          await this.openHandle().datasync();
+          this.counters.syncs++;
         } else if (this.pending.length > 0) {
           const batch = this.pending;
           this.pending = [];
@@ -370,10 +384,10 @@ export class AuditLog {
     const data = Buffer.from(chunk.length === 1 ? chunk[0]!.line : chunk.map((e) => e.line).join(''), 'utf8');
     await writeAll(fh, data);
     this.counters.batches++;
-    if (this.fsyncMode !== 'never') {
+    if (this.fsyncMode === 'always' || this.fsyncMode === 'batch') {
       await fh.datasync();
       this.counters.syncs++;
-    }
+    } else if (this.fsyncMode === 'interval') this.armSyncTimer();
     const last = chunk[chunk.length - 1]!;
     this.writtenSeq = last.seq;
     this.writtenHash = last.hash;
@@ -462,6 +476,23 @@ export class AuditLog {
     this.headTimer.unref();
   }
 
+  private armSyncTimer(): void {
+    if (this.syncTimer) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = null;
+      if (this.failure || this.closing) return;
+      this.syncDue = true;
+      this.kick();
+    }, this.syncIntervalMs);
+    this.syncTimer.unref();
+  }
+
+  private clearTimers(): void {
+    this.clearHeadTimer();
+    if (this.syncTimer) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
+  }
+
   private clearHeadTimer(): void {
     if (this.headTimer) clearTimeout(this.headTimer);
     this.headTimer = null;
@@ -470,7 +501,7 @@ export class AuditLog {
   private fail(err: unknown): void {
     if (this.failure) return;
     this.failure = new MandateError('AUDIT_WRITE', 'audit log write failed; appends are refused until the log is reopened', { dir: this.dir, segment: segmentName(this.segNo) }, { cause: err });
-    this.clearHeadTimer();
+    this.clearTimers();
     try {
       this.log.error('audit log failed closed', { dir: this.dir, segment: segmentName(this.segNo), lastSeq: this.writtenSeq, err });
     } catch {

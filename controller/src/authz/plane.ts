@@ -55,6 +55,7 @@ export async function startAuthzPlane(o: AuthzPlaneOptions): Promise<AuthzPlane>
         dir: config.audit.dir,
         segmentRecords: config.audit.segmentRecords,
         fsync: config.audit.fsync,
+        syncIntervalMs: config.audit.syncIntervalMs,
         signer,
         log: log.child({ component: 'audit' }),
         ...(config.audit.stdout ? { stdout } : {}),
