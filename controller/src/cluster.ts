@@ -54,14 +54,22 @@ export async function startCluster(config: Config, log: Logger, io: { stdout?: (
   let idServer: IdentityServerHandle | undefined;
   let http: HttpServerHandle | undefined;
   let jwtTimer: NodeJS.Timeout | undefined;
+  // In order: give up the Lease (a standby takes over at once), stop taking checks and seal the
+  // audit log, stop issuing, stop watching, then health. Each step is logged so a stuck one shows.
   const cleanup = async () => {
     clearInterval(jwtTimer);
-    await controller.stop();
-    await plane?.close();
-    await idServer?.close();
-    await identity.stop();
-    await store.stop();
-    await http?.close();
+    const steps: [string, () => Promise<void> | undefined][] = [
+      ['leader election and reconciler', () => controller.stop()],
+      ['authz server and audit log', () => plane?.close()],
+      ['identity server', () => idServer?.close()],
+      ['CA and JWT key followers', () => identity.stop()],
+      ['informers', () => store.stop()],
+      ['health server', () => http?.close()],
+    ];
+    for (const [name, step] of steps) {
+      log.info('stopping', { step: name });
+      await step();
+    }
   };
   try {
     // Health first, so a replica waiting on its CA or first sync says why it is not ready.

@@ -29,6 +29,8 @@ export interface Server {
   readonly child: ChildProcess;
   readonly authzPort: number;
   readonly httpPort: number;
+  /** The identity service's port (cluster mode only). */
+  readonly identityPort?: number;
   /** Every stdout line so far (audit JSON lines). */
   readonly stdoutLines: string[];
   /** Every stderr line so far (JSON logs). */
@@ -90,6 +92,7 @@ export async function startServer(command: readonly string[], opts: { cwd?: stri
     child,
     authzPort: serving.authzPort as number,
     httpPort: serving.httpPort as number,
+    ...(typeof serving.identityPort === 'number' ? { identityPort: serving.identityPort } : {}),
     stdoutLines,
     logLines,
     waitForLog,
@@ -101,7 +104,17 @@ export async function startServer(command: readonly string[], opts: { cwd?: stri
       } catch {
         child.kill(signal);
       }
+      // A graceful stop that hangs is a bug to see, not a test to wedge: say so, then kill.
+      const timer = setTimeout(() => {
+        process.stderr.write(`server did not stop within 25 s of ${signal}; last log lines:\n${logLines.slice(-15).join('\n')}\n`);
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL');
+        }
+      }, 25_000);
       const [code] = (await exited) as [number | null];
+      clearTimeout(timer);
       return code;
     },
   };

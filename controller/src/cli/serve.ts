@@ -66,7 +66,15 @@ export async function serveCommand(args: readonly string[]): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  // Kubernetes kills the pod after terminationGracePeriodSeconds anyway; better to say which
+  // step hung and exit on our own than to be killed without a word.
+  const deadline = setTimeout(() => {
+    log.error('shutdown did not finish within 20 s; exiting', {});
+    process.exit(1);
+  }, 20_000);
+  deadline.unref();
   await app.close();
+  clearTimeout(deadline);
   log.info('stopped');
   return 0;
 }
