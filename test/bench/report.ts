@@ -226,8 +226,8 @@ const DEFAULT_NOTES = `## Notes
 
 Free-form observations about the runs above; this section is kept as it is by \`npm run bench\`.`;
 
-type BlockName = 'load' | 'history' | 'policy' | 'cel' | 'notes';
-const ORDER: readonly BlockName[] = ['load', 'history', 'policy', 'cel', 'notes'];
+type BlockName = 'load' | 'history' | 'policy' | 'cel' | 'identity' | 'propagation' | 'notes';
+const ORDER: readonly BlockName[] = ['load', 'history', 'policy', 'cel', 'identity', 'propagation', 'notes'];
 
 function blocksOf(doc: string): Map<string, string> {
   const out = new Map<string, string>();
@@ -256,6 +256,8 @@ export interface DocUpdate {
   readonly load?: LoadReport;
   readonly policy?: MicroReport;
   readonly cel?: MicroReport;
+  readonly identity?: MicroReport;
+  readonly propagation?: MicroReport;
 }
 
 /**
@@ -279,6 +281,10 @@ export function updateBenchmarksDoc(existing: string | undefined, update: DocUpd
   else if (old.has('policy')) blocks.set('policy', old.get('policy')!);
   if (update.cel) blocks.set('cel', renderMicro('CEL: @marcbachmann/cel-js vs @bufbuild/cel (test/bench/cel.bench.ts)', update.cel));
   else if (old.has('cel')) blocks.set('cel', old.get('cel')!);
+  if (update.identity) blocks.set('identity', renderMicro('Identity issuance with attestation (test/bench/identity.bench.ts)', update.identity));
+  else if (old.has('identity')) blocks.set('identity', old.get('identity')!);
+  if (update.propagation) blocks.set('propagation', renderMicro('Policy and kill-switch propagation in a cluster (test/bench/propagation.bench.ts)', update.propagation));
+  else if (old.has('propagation')) blocks.set('propagation', old.get('propagation')!);
   blocks.set('notes', old.get('notes') ?? DEFAULT_NOTES);
 
   const parts = [INTRO];

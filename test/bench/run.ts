@@ -4,8 +4,9 @@
 // --standalone`) and, as the baseline, the same request mix goes to a bare grpc-js ext_authz
 // server (test/harness/bare-server.ts). Both run side by side and are measured by ghz over mTLS on
 // 127.0.0.1: warm-ups, then the two max-throughput runs back to back, then the two fixed-rate
-// runs, each bounded in calls and seconds. Then test/bench/policy.bench.ts and
-// test/bench/cel.bench.ts run, and docs/benchmarks.md gets the results (see report.ts).
+// runs, each bounded in calls and seconds. Then test/bench/policy.bench.ts, cel.bench.ts,
+// identity.bench.ts and propagation.bench.ts run (the last two on a real kube-apiserver), and
+// docs/benchmarks.md gets the results (see report.ts).
 //
 // Flags (all optional): --requests N --rate N --rate-requests N --max-seconds N --concurrency N
 //   --connections N --rate-concurrency N --rate-connections N --ghz-cpus N --warmup N
@@ -27,7 +28,7 @@ import { issueCertificate, repoRoot, startMandate, type MandateProcess } from '.
 import { createTestPki } from './pki.ts';
 import { probeMix, type ProbeResult } from './probe.ts';
 import { hotSpotTable, readCpuProfile, summarizeCpuProfile } from './profile.ts';
-import { shortDate, targets, verdicts, writeBenchmarksDoc, type LoadReport, type LoadSettings, type MicroReport } from './report.ts';
+import { shortDate, targets, verdicts, writeBenchmarksDoc, type DocUpdate, type LoadSettings, type MicroReport } from './report.ts';
 import { defaultScale, scale, type ScaledSet } from './scale.ts';
 import { readExampleManifests, writeLoadData, writeScaledSet } from './scale-files.ts';
 
@@ -289,7 +290,7 @@ async function main(): Promise<number> {
   say(`ghz ${ghzVersion} at ${ghz} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
   const workDir = await mkdtemp(join(tmpdir(), 'mandate-bench-'));
-  const update: { load?: LoadReport; policy?: MicroReport; cel?: MicroReport } = {};
+  const update: { -readonly [K in keyof DocUpdate]: DocUpdate[K] } = {};
   let failure: Error | undefined;
   try {
     const examples = await readExampleManifests(values.examples);
@@ -368,6 +369,9 @@ async function main(): Promise<number> {
     if (!values['no-micro'] && !interrupted) {
       update.policy = await microBench('policy.bench.ts', 'The policy benchmark', date, false);
       update.cel = await microBench('cel.bench.ts', 'The CEL benchmark', date, true);
+      // These two start a real kube-apiserver (test/harness/kube), built and cached on first use.
+      update.identity = await microBench('identity.bench.ts', 'The identity benchmark', date, true);
+      update.propagation = await microBench('propagation.bench.ts', 'The propagation benchmark', date, true);
     }
     if (!values['no-doc'] && (update.load || update.policy || update.cel)) {
       await writeBenchmarksDoc(values.doc, update);
