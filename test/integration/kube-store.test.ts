@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { CustomObjectsApi, CoreV1Api, RbacAuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
-import type { AgentIdentity } from '../../crds/generated/types.ts';
 import { compileSnapshot, type Compiled } from '../../controller/src/authz/compiled.ts';
 import { buildConfig } from '../../controller/src/config.ts';
 import { createKubeClients, loadKubeConfig } from '../../controller/src/kube/client.ts';
@@ -27,6 +26,7 @@ import {
   uniqueNamespace,
   type ControlPlane,
 } from '../harness/kube/index.ts';
+import { identityManifest, policyManifest, toolManifest } from '../harness/kube/manifests.ts';
 
 const GROUP = 'mandate.dev';
 const VERSION = 'v1alpha1';
@@ -34,28 +34,9 @@ const STORE_USER = 'mandate-store';
 const SECRETS_ROLE = 'mandate-store-secrets';
 const TOKEN = 'it-tok-7c1e55d0-must-not-be-logged';
 
-const identity = (name: string, spec: Partial<AgentIdentity['spec']> = {}) => ({
-  apiVersion: `${GROUP}/${VERSION}`,
-  kind: 'AgentIdentity',
-  metadata: { name },
-  spec: { owner: 'team@example.com', serviceAccount: name, ...spec },
-});
-const policy = (name: string, when?: string) => ({
-  apiVersion: `${GROUP}/${VERSION}`,
-  kind: 'AgentPolicy',
-  metadata: { name },
-  spec: { targets: { identities: ['agent'] }, rules: [{ name: 'deny-delete', effect: 'Deny', actions: ['files.delete'], ...(when !== undefined ? { when } : {}) }] },
-});
-const tool = (name: string, secretName?: string) => ({
-  apiVersion: `${GROUP}/${VERSION}`,
-  kind: 'AgentTool',
-  metadata: { name },
-  spec: {
-    hosts: [`${name}.example.com`],
-    ...(secretName !== undefined ? { credential: { secretRef: { name: secretName, key: 'token' } } } : {}),
-    actions: [{ name: 'files.delete', http: { method: 'DELETE', path: '/files/{id}' } }],
-  },
-});
+const identity = identityManifest;
+const policy = (name: string, when?: string) => policyManifest(name, { name: 'deny-delete', effect: 'Deny', actions: ['files.delete'], ...(when !== undefined ? { when } : {}) });
+const tool = toolManifest;
 
 /** Wraps the real sources so a test can cut the policies watch and make its next start stale. */
 class Tap implements SourceFactory {

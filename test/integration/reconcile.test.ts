@@ -44,6 +44,7 @@ import {
   uniqueNamespace,
   type ControlPlane,
 } from '../harness/kube/index.ts';
+import { identityManifest, policyManifest, toolManifest } from '../harness/kube/manifests.ts';
 
 const GROUP = 'mandate.dev';
 const VERSION = 'v1alpha1';
@@ -54,28 +55,9 @@ const CANDIDATE_JITTER = 1.2;
 
 const pem = (tag: string): string => `-----BEGIN CERTIFICATE-----\n${Buffer.from(`test root ${tag}`).toString('base64')}\n-----END CERTIFICATE-----\n`;
 
-const identity = (name: string, spec: Partial<AgentIdentity['spec']> = {}) => ({
-  apiVersion: `${GROUP}/${VERSION}`,
-  kind: 'AgentIdentity',
-  metadata: { name },
-  spec: { owner: 'team@example.com', serviceAccount: name, ...spec },
-});
-const policy = (name: string, when?: string) => ({
-  apiVersion: `${GROUP}/${VERSION}`,
-  kind: 'AgentPolicy',
-  metadata: { name },
-  spec: { targets: { identities: ['agent'] }, rules: [{ name: 'limit', effect: 'Allow', actions: ['files.**'], ...(when !== undefined ? { when } : {}) }] },
-});
-const tool = (name: string, secretName?: string) => ({
-  apiVersion: `${GROUP}/${VERSION}`,
-  kind: 'AgentTool',
-  metadata: { name },
-  spec: {
-    hosts: [`${name}.example.com`],
-    ...(secretName !== undefined ? { credential: { secretRef: { name: secretName, key: 'token' } } } : {}),
-    actions: [{ name: 'files.delete', http: { method: 'DELETE', path: '/files/{id}' } }],
-  },
-});
+const identity = identityManifest;
+const policy = (name: string, when?: string) => policyManifest(name, { name: 'limit', effect: 'Allow', actions: ['files.**'], ...(when !== undefined ? { when } : {}) });
+const tool = toolManifest;
 
 const plurals = { AgentIdentity: 'agentidentities', AgentPolicy: 'agentpolicies', AgentTool: 'agenttools' } as const;
 type Kind = keyof typeof plurals;

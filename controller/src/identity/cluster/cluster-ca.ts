@@ -1,12 +1,11 @@
 // One replica's live CA, from the `mandate-ca` Secret (see ca-secret.ts for its layouts): created
 // or loaded at start, retried until usable (readiness `ca` waits for it), then followed so that a
 // rotation or a new trust bundle reaches every replica without a restart.
-import type { MandateError } from '../../errors.ts';
 import type { ReadinessCheck } from '../../http/server.ts';
 import type { Logger } from '../../log.ts';
 import type { CASource, IssuingCA } from '../service/issuing-ca.ts';
 import { CA_SECRET_NAME, caFromSecret, loadOrCreateSecretCA, type SecretCA } from './ca-secret.ts';
-import { LiveSecret } from './live-secret.ts';
+import { LiveSecret, SecretBacked } from './live-secret.ts';
 import type { SecretClient } from './secret-client.ts';
 
 export interface ClusterCAOptions {
@@ -28,14 +27,15 @@ function rootCount(bundlePem: string): number {
   return (bundlePem.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length;
 }
 
-export class ClusterCA implements CASource {
-  readonly #live: LiveSecret<SecretCA>;
+export class ClusterCA extends SecretBacked<SecretCA> implements CASource {
+  protected readonly live: LiveSecret<SecretCA>;
   readonly readiness: ReadinessCheck;
 
   constructor(o: ClusterCAOptions) {
+    super();
     const name = o.secretName ?? CA_SECRET_NAME;
     const now = (): Date => o.clock?.() ?? new Date();
-    this.#live = new LiveSecret<SecretCA>({
+    this.live = new LiveSecret<SecretCA>({
       client: o.client,
       namespace: o.namespace,
       name,
@@ -65,42 +65,15 @@ export class ClusterCA implements CASource {
       ...(o.retryInitialMs === undefined ? {} : { retryInitialMs: o.retryInitialMs }),
       ...(o.retryMaxMs === undefined ? {} : { retryMaxMs: o.retryMaxMs }),
     });
-    this.readiness = this.#live.readiness;
+    this.readiness = this.live.readiness;
   }
 
   current(): IssuingCA | undefined {
-    return this.#live.current();
+    return this.live.current();
   }
 
   /** The Secret's layout and version as last loaded. */
   secretCA(): SecretCA | undefined {
-    return this.#live.current();
-  }
-
-  /** The last failure to load or reload the CA (cleared by a success). */
-  lastError(): MandateError | undefined {
-    return this.#live.lastError();
-  }
-
-  whenReady(): Promise<IssuingCA> {
-    return this.#live.whenReady();
-  }
-
-  /** New CA or trust bundle (for the reconciler that publishes the bundle ConfigMaps). */
-  onChange(fn: (ca: IssuingCA) => void): () => void {
-    return this.#live.onChange(fn);
-  }
-
-  /** Re-reads the Secret now. */
-  refresh(): Promise<void> {
-    return this.#live.refresh();
-  }
-
-  start(): void {
-    this.#live.start();
-  }
-
-  stop(): Promise<void> {
-    return this.#live.stop();
+    return this.live.current();
   }
 }

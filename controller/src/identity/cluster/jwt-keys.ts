@@ -23,7 +23,7 @@ import {
   type SigningKey,
 } from './jwt-keyset.ts';
 import { kubeReason, kubeStatus } from './kube-errors.ts';
-import { LiveSecret, type Versioned } from './live-secret.ts';
+import { LiveSecret, SecretBacked, type Versioned } from './live-secret.ts';
 import type { SecretClient, SecretRecord } from './secret-client.ts';
 
 export interface ClusterJwtKeysOptions {
@@ -57,16 +57,17 @@ function apiFailure(what: string, err: unknown): MandateError {
   return new MandateError('NOT_READY', `${what}: ${kubeReason(err)}${hint}`, {}, { cause: err });
 }
 
-export class ClusterJwtKeys implements JwtSignerSource {
+export class ClusterJwtKeys extends SecretBacked<JwtKeySet> implements JwtSignerSource {
   readonly #o: ClusterJwtKeysOptions;
   readonly #name: string;
-  readonly #live: LiveSecret<JwtKeySet>;
+  protected readonly live: LiveSecret<JwtKeySet>;
   readonly readiness: ReadinessCheck;
 
   constructor(o: ClusterJwtKeysOptions) {
+    super();
     this.#o = o;
     this.#name = o.secretName ?? JWT_KEYS_SECRET_NAME;
-    this.#live = new LiveSecret<JwtKeySet>({
+    this.live = new LiveSecret<JwtKeySet>({
       client: o.client,
       namespace: o.namespace,
       name: this.#name,
@@ -81,7 +82,7 @@ export class ClusterJwtKeys implements JwtSignerSource {
       ...(o.retryInitialMs === undefined ? {} : { retryInitialMs: o.retryInitialMs }),
       ...(o.retryMaxMs === undefined ? {} : { retryMaxMs: o.retryMaxMs }),
     });
-    this.readiness = this.#live.readiness;
+    this.readiness = this.live.readiness;
   }
 
   get #ref(): string {
@@ -130,21 +131,21 @@ export class ClusterJwtKeys implements JwtSignerSource {
   }
 
   signer(): SigningKey | undefined {
-    return this.#live.current()?.keys[0];
+    return this.live.current()?.keys[0];
   }
 
   jwks(): JSONWebKeySet | undefined {
-    const set = this.#live.current();
+    const set = this.live.current();
     return set === undefined ? undefined : jwksOf(set);
   }
 
   keySet(): JwtKeySet | undefined {
-    return this.#live.current();
+    return this.live.current();
   }
 
   /** Whether the current key is older than the rotation period (false until loaded). */
   needsRotation(now: Date = this.#now()): boolean {
-    const set = this.#live.current();
+    const set = this.live.current();
     return set !== undefined && needsRotation(set, now, this.#o.rotationPeriodMs ?? JWT_KEY_ROTATION_MS);
   }
 
@@ -162,7 +163,7 @@ export class ClusterJwtKeys implements JwtSignerSource {
       const stored = await this.#decode(secret);
       const storedKid = stored.keys[0]?.kid ?? '';
       if (storedKid !== seen) {
-        this.#live.adopt({ value: stored, resourceVersion: secret.resourceVersion });
+        this.live.adopt({ value: stored, resourceVersion: secret.resourceVersion });
         return { rotated: false, kid: storedKid };
       }
       const next = rotateKeySet(stored, await newSigningKey(now));
@@ -173,7 +174,7 @@ export class ClusterJwtKeys implements JwtSignerSource {
         throw apiFailure(`cannot update JWT key Secret ${this.#ref}`, err);
       }
       if (updated) {
-        this.#live.adopt({ value: next, resourceVersion: updated.resourceVersion });
+        this.live.adopt({ value: next, resourceVersion: updated.resourceVersion });
         const kid = next.keys[0]?.kid ?? '';
         this.#o.log.info('rotated the JWT signing key', { secret: this.#ref, kid, previousKid: seen });
         return { rotated: true, kid };
@@ -181,29 +182,5 @@ export class ClusterJwtKeys implements JwtSignerSource {
       // 409: the Secret changed under us; read it again and decide again.
     }
     throw new MandateError('NOT_READY', `JWT key Secret ${this.#ref} kept changing during rotation; try again`);
-  }
-
-  lastError(): MandateError | undefined {
-    return this.#live.lastError();
-  }
-
-  whenReady(): Promise<JwtKeySet> {
-    return this.#live.whenReady();
-  }
-
-  onChange(fn: (set: JwtKeySet) => void): () => void {
-    return this.#live.onChange(fn);
-  }
-
-  refresh(): Promise<void> {
-    return this.#live.refresh();
-  }
-
-  start(): void {
-    this.#live.start();
-  }
-
-  stop(): Promise<void> {
-    return this.#live.stop();
   }
 }

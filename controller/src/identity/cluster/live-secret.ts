@@ -172,3 +172,38 @@ export class LiveSecret<T> {
     this.#follower.start();
   }
 }
+
+/**
+ * What the CA and the JWT keys share: an object whose value lives in a followed Secret exposes the
+ * LiveSecret's lifecycle as its own. Subclasses build `live` in their constructor.
+ */
+export abstract class SecretBacked<T> {
+  protected abstract readonly live: LiveSecret<T>;
+
+  /** The last failure to load or reload the Secret (cleared by a success). */
+  lastError(): MandateError | undefined {
+    return this.live.lastError();
+  }
+
+  whenReady(): Promise<T> {
+    return this.live.whenReady();
+  }
+
+  /** A new value (rotation, new trust bundle) reached this replica. */
+  onChange(fn: (value: T) => void): () => void {
+    return this.live.onChange(fn);
+  }
+
+  /** Re-reads the Secret now. */
+  refresh(): Promise<void> {
+    return this.live.refresh();
+  }
+
+  start(): void {
+    this.live.start();
+  }
+
+  stop(): Promise<void> {
+    return this.live.stop();
+  }
+}
