@@ -42,7 +42,7 @@ export interface MandateCluster {
   check(client: CheckClient, path: string): Promise<CheckResult>;
   /** The agent's AgentPolicy with these rules (body for create/replace). */
   policy(rules: unknown[]): Record<string, unknown>;
-  /** Replaces the agent's AgentPolicy rules (optimistic concurrency on the live resourceVersion). */
+  /** Replaces the agent's AgentPolicy rules. */
   setRules(rules: unknown[]): Promise<void>;
   setSuspended(suspended: boolean): Promise<void>;
   stop(): Promise<void>;
@@ -130,17 +130,13 @@ export async function startMandateCluster(opts: MandateClusterOptions = {}): Pro
     const svid: TlsFiles = { ca: bundle, cert: String(reply.body.certificate), key: keyPem };
     for (const r of replicas.values()) clients.push(authorizationClient(r.authzPort, svid));
 
-    const resourceVersion = async (plural: string) =>
-      ((await custom.getNamespacedCustomObject({ ...MANDATE_GROUP, namespace: agentsNs, plural, name: 'worker' })) as { metadata?: { resourceVersion?: string } }).metadata?.resourceVersion ?? '';
     return {
       cp, admin, core, custom, mandateNs, agentsNs, replicas, svid, clients, policy, stop,
       check: (client, path) => client.check(httpCheckRequest({ method: 'GET', host: TOOL_HOST, path })),
+      // A JSON patch of the rules alone: a read-modify-replace would race the leader's status
+      // writes, which bump the resourceVersion too.
       setRules: async (rules) => {
-        const body = policy(rules);
-        await custom.replaceNamespacedCustomObject({
-          ...MANDATE_GROUP, namespace: agentsNs, plural: 'agentpolicies', name: 'worker',
-          body: { ...body, metadata: { ...(body.metadata as object), resourceVersion: await resourceVersion('agentpolicies') } },
-        });
+        await custom.patchNamespacedCustomObject({ ...MANDATE_GROUP, namespace: agentsNs, plural: 'agentpolicies', name: 'worker', body: [{ op: 'replace', path: '/spec/rules', value: rules }] });
       },
       setSuspended: async (suspended) => {
         await custom.patchNamespacedCustomObject({ ...MANDATE_GROUP, namespace: agentsNs, plural: 'agentidentities', name: 'worker', body: [{ op: 'add', path: '/spec/suspended', value: suspended }] });
