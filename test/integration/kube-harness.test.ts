@@ -11,8 +11,9 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
+import type {
+  ApiException} from '@kubernetes/client-node';
 import {
-  ApiException,
   ApiextensionsV1Api,
   AuthenticationV1Api,
   CoreV1Api,
@@ -43,20 +44,12 @@ import {
   writeKubeconfig,
   type ControlPlane,
   type CrdResource,
+  apiError,
 } from '../harness/kube/index.ts';
 import { kubeWrapperGoMod, parseUpstreamGoMod, etcdWrapperGoMod } from '../harness/kube/build.ts';
 
 const processesTs = new URL('../harness/kube/processes.ts', import.meta.url).href;
 
-async function apiError(call: () => Promise<unknown>): Promise<ApiException<unknown>> {
-  try {
-    await call();
-  } catch (err) {
-    if (err instanceof ApiException) return err as ApiException<unknown>;
-    throw err;
-  }
-  assert.fail('expected the API server to refuse the request');
-}
 
 function errorMessage(err: ApiException<unknown>): string {
   const body = typeof err.body === 'string' ? err.body : JSON.stringify(err.body);

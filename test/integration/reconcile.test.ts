@@ -43,6 +43,7 @@ import {
   startControlPlane,
   uniqueNamespace,
   type ControlPlane,
+  apiError,
 } from '../harness/kube/index.ts';
 import { identityManifest, policyManifest, toolManifest } from '../harness/kube/manifests.ts';
 
@@ -79,15 +80,6 @@ async function until<T>(check: () => Promise<T | undefined> | T | undefined, wha
   }
 }
 
-async function apiError(call: () => Promise<unknown>): Promise<ApiException<unknown>> {
-  try {
-    await call();
-  } catch (err) {
-    if (err instanceof ApiException) return err as ApiException<unknown>;
-    throw err;
-  }
-  assert.fail('expected the API server to refuse the request');
-}
 
 interface Replica {
   readonly name: string;

@@ -6,3 +6,4 @@ export { applyCrds, loadCrds, crdResources, crdResource, crdDir, waitForCustomRe
 export { uniqueNamespace, createNamespace, cleanupNamespace, isNotFound, retryTooManyRequests } from './namespaces.ts';
 export { loadKubeConfig, writeKubeconfig } from './kubeconfig.ts';
 export { countRealApiserverTests } from './count.ts';
+export { apiError } from './api-error.ts';
