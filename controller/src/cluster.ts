@@ -14,6 +14,8 @@ import { createKubeClients, loadKubeConfig } from './kube/client.ts';
 import type { Logger } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { createLeaderController } from './reconcile/controller.ts';
+import { EventRecorder } from './reconcile/events.ts';
+import { kubeEventSink } from './reconcile/kube-events.ts';
 import { createKubeStore, type KubeStore } from './store/kube.ts';
 
 export interface ClusterHandle {
@@ -39,7 +41,24 @@ export async function startCluster(config: Config, log: Logger, io: { stdout?: (
     if (r.problems.length > 0) metrics.policyCompileErrors.inc(r.problems.length);
     metrics.snapshotRevision.set(r.revision);
   });
-  const identity = createClusterIdentity({ config, kubeConfig, snapshot: () => store.current()?.snapshot, log: log.child({ component: 'identity' }), metrics });
+  // Issuance happens on every replica, so every replica reports it; one Event series per pod, so
+  // a rotation every half-life counts up instead of adding an Event each time.
+  const issuanceEvents = new EventRecorder({ sink: kubeEventSink(clients.events), controller: 'mandate.dev/identity', instance: config.cluster.podName, log });
+  const identity = createClusterIdentity({
+    config,
+    kubeConfig,
+    snapshot: () => store.current()?.snapshot,
+    log: log.child({ component: 'identity' }),
+    metrics,
+    onIssued: ({ attestation: a }) => {
+      void issuanceEvents.emit(
+        { apiVersion: 'mandate.dev/v1alpha1', kind: 'AgentIdentity', namespace: a.namespace, name: a.identityName, ...(a.identity.metadata.uid ? { uid: a.identity.metadata.uid } : {}) },
+        // No serial or expiry in the note: the recorder folds identical notes into one series.
+        { type: 'Normal', reason: 'SVIDIssued', note: `X.509-SVID for ${a.spiffeId} issued to pod ${a.pod.name}` },
+        'Issue',
+      );
+    },
+  });
   const controller = createLeaderController({
     config,
     clients,

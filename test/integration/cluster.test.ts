@@ -6,7 +6,7 @@
 // and trust bundles; when the leader dies, the standby takes over the Lease.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoordinationV1Api } from '@kubernetes/client-node';
+import { CoordinationV1Api, EventsV1Api } from '@kubernetes/client-node';
 import { countRealApiserverTests } from '../harness/kube/index.ts';
 import { CREDENTIAL_VALUE, MANDATE_GROUP, denyReason, isAllowed, startMandateCluster, type MandateCluster } from '../harness/kube/mandate-cluster.ts';
 
@@ -64,6 +64,14 @@ describe('mandate serve in a cluster', { timeout: 10 * 60_000 }, () => {
         status?: { spiffeID?: string; conditions?: { type: string; status: string }[] };
       };
       return obj.status?.spiffeID === `spiffe://cluster.local/ns/${mc.agentsNs}/agent/worker` && obj.status.conditions?.some((c) => c.type === 'Ready') === true;
+    });
+  });
+
+  test('issuance is reported as a Kubernetes Event on the AgentIdentity', async () => {
+    const events = mc.admin.makeApiClient(EventsV1Api);
+    await within(10_000, 'an SVIDIssued Event', async () => {
+      const list = await events.listNamespacedEvent({ namespace: mc.agentsNs });
+      return list.items.some((e) => e.reason === 'SVIDIssued' && e.regarding?.kind === 'AgentIdentity' && e.regarding.name === 'worker' && (e.note ?? '').includes('worker-0'));
     });
   });
 

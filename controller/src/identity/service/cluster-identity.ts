@@ -15,7 +15,7 @@ import { ClusterJwtKeys } from '../cluster/jwt-keys.ts';
 import { kubeSecretClient, type SecretClient } from '../cluster/secret-client.ts';
 import { serverSpiffeId } from '../spiffe.ts';
 import type { AttestationPorts } from './attest.ts';
-import { IdentityService } from './identity-service.ts';
+import { IdentityService, type IdentityServiceOptions } from './identity-service.ts';
 import { kubeAttestationPorts } from './kube-attest.ts';
 import { serviceDnsNames } from './server-cert.ts';
 import { startIdentityServer, type IdentityServerHandle } from './server.ts';
@@ -31,6 +31,8 @@ export interface ClusterIdentityOptions {
   /** Mandate's own ServiceAccount: the server certificate's SPIFFE ID. */
   readonly serviceAccount?: string;
   readonly extraServerNames?: readonly string[];
+  /** Told of every X.509-SVID issued (Kubernetes Events); must not throw. */
+  readonly onIssued?: IdentityServiceOptions['onIssued'];
   /** Overrides for tests; default to the API server of kubeConfig. */
   readonly secretClient?: SecretClient;
   readonly attestation?: AttestationPorts;
@@ -72,6 +74,7 @@ export function createClusterIdentity(o: ClusterIdentityOptions): ClusterIdentit
     snapshot: o.snapshot,
     log: log.child({ component: 'identity-service' }),
     ...(o.metrics ? { metrics: o.metrics } : {}),
+    ...(o.onIssued ? { onIssued: o.onIssued } : {}),
   });
   let server: IdentityServerHandle | undefined;
   let stopped = false;

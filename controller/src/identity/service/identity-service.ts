@@ -28,6 +28,15 @@ export interface IdentityServiceOptions {
   readonly log: Logger;
   readonly metrics?: Metrics;
   readonly clock?: () => Date;
+  /** Told of every X.509-SVID issued (for Kubernetes Events); must not throw. */
+  readonly onIssued?: (issued: IssuedSvid) => void;
+}
+
+/** What an issuance is known by: never the certificate or key, only who got what until when. */
+export interface IssuedSvid {
+  readonly attestation: Attestation;
+  readonly serial: string;
+  readonly notAfter: Date;
 }
 
 export interface SvidResponse {
@@ -101,6 +110,7 @@ export class IdentityService {
       serial: signed.issued.serial,
       notAfter: signed.issued.notAfter.toISOString(),
     });
+    this.#o.onIssued?.({ attestation, serial: signed.issued.serial, notAfter: signed.issued.notAfter });
     return {
       certificate: signed.certificatePem,
       bundle: ca.material.bundlePem,
