@@ -10,6 +10,7 @@ commands:
   check                  explain the decision for an identity and a request, offline
   cert issue             issue an X.509-SVID for an identity into a folder (cert.pem, key.pem, bundle.pem)
   audit verify DIR       verify the hash chain and signed checkpoints of an audit folder
+  inject -f FILE         print a pod or workload with Mandate's sidecar injected (like kube-inject)
   version                print the version
 
 Run "mandate <command> --help" for the flags of a command.`;
@@ -25,6 +26,8 @@ async function main(argv: readonly string[]): Promise<number> {
       return (await import('./cli/cert.ts')).certCommand(rest);
     case 'audit':
       return (await import('./cli/audit.ts')).auditCommand(rest);
+    case 'inject':
+      return (await import('./cli/inject.ts')).injectCommand(rest);
     case 'version':
     case '--version':
       process.stdout.write(`mandate ${(await import('../../package.json', { with: { type: 'json' } })).default.version}\n`);

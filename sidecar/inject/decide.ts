@@ -1,0 +1,104 @@
+// Whether a pod gets the sidecar. Pure: the webhook and `mandate inject` call it with plain data.
+// Outside opted-in scope the answer is always "skip" so the webhook never blocks unrelated pods;
+// inside it, a pod that could never get an identity is refused rather than started unprotected.
+import type { AgentIdentity } from '../../crds/generated/types.ts';
+import type { InjectorConfig } from './config.ts';
+import {
+  AGENT_CONTAINER,
+  CA_VOLUME,
+  CERTS_VOLUME,
+  ENVOY_CONTAINER,
+  INIT_CONTAINER,
+  INIT_RUN_VOLUME,
+  INJECT_LABEL,
+  STATUS_ANNOTATION,
+  TOKEN_VOLUME,
+} from './names.ts';
+import { podServiceAccount, type Pod } from './pod.ts';
+
+export type InjectDecision =
+  | { readonly action: 'inject'; readonly identity: AgentIdentity }
+  | { readonly action: 'skip'; readonly reason: string }
+  | { readonly action: 'refuse'; readonly message: string };
+
+export interface InjectInput {
+  readonly pod: Pod;
+  /** The namespace the pod is created in (admission may carry it outside the object). */
+  readonly namespace: string;
+  readonly namespaceLabels: Readonly<Record<string, string>>;
+  /** AgentIdentities; those of other namespaces are ignored. */
+  readonly identities: Iterable<AgentIdentity>;
+}
+
+function selects(identity: AgentIdentity, labels: Readonly<Record<string, string>>): boolean {
+  return Object.entries(identity.spec.selector?.matchLabels ?? {}).every(([k, v]) => v === undefined || labels[k] === v);
+}
+
+/** The same rule as attestation: same namespace and ServiceAccount, selector matches, exactly one. */
+export function matchIdentity(
+  identities: Iterable<AgentIdentity>,
+  namespace: string,
+  serviceAccount: string,
+  labels: Readonly<Record<string, string>>,
+): { identity: AgentIdentity } | { problem: string } {
+  const forAccount = [...identities].filter((i) => i.metadata.namespace === namespace && i.spec.serviceAccount === serviceAccount);
+  const names = (xs: AgentIdentity[]): string => xs.map((i) => i.metadata.name).sort().join(', ');
+  const ref = `${namespace}/${serviceAccount}`;
+  if (forAccount.length === 0) return { problem: `no AgentIdentity in namespace ${namespace} names ServiceAccount ${serviceAccount}` };
+  const matching = forAccount.filter((i) => selects(i, labels));
+  if (matching.length === 0) {
+    return { problem: `no AgentIdentity for ServiceAccount ${ref} selects this pod's labels (candidates: ${names(forAccount)})` };
+  }
+  if (matching.length > 1) {
+    return { problem: `ServiceAccount ${ref} with this pod's labels matches ${matching.length} AgentIdentities (${names(matching)}); give them selectors that pick exactly one` };
+  }
+  return { identity: matching[0] as AgentIdentity };
+}
+
+/** Containers that would slip past the redirect or collide with the sidecars' ports. */
+function conflicts(pod: Pod, config: InjectorConfig): string[] {
+  const reservedUids = new Set([config.uids.envoy, config.uids.agent]);
+  const reservedPorts = new Set(Object.values(config.ports));
+  const podUid = pod.spec.securityContext?.runAsUser;
+  const out: string[] = [];
+  for (const c of [...(pod.spec.initContainers ?? []), ...pod.spec.containers]) {
+    const uid = c.securityContext?.runAsUser ?? podUid;
+    // The redirect exempts these UIDs: an app running as one would bypass the policy.
+    if (uid !== undefined && reservedUids.has(uid)) out.push(`container ${c.name} runs as UID ${uid}, which is reserved for Mandate's sidecars`);
+    for (const p of c.ports ?? []) {
+      if (reservedPorts.has(p.containerPort)) out.push(`container ${c.name} uses port ${p.containerPort}, which is reserved for Mandate's sidecars`);
+    }
+  }
+  const ours = new Set([INIT_CONTAINER, AGENT_CONTAINER, ENVOY_CONTAINER]);
+  for (const c of [...(pod.spec.initContainers ?? []), ...pod.spec.containers]) {
+    if (ours.has(c.name)) out.push(`container name ${c.name} is reserved for Mandate's sidecars`);
+  }
+  const volumes = new Set([TOKEN_VOLUME, CERTS_VOLUME, INIT_RUN_VOLUME, CA_VOLUME]);
+  for (const v of pod.spec.volumes ?? []) if (volumes.has(v.name)) out.push(`volume name ${v.name} is reserved for Mandate's sidecars`);
+  return out;
+}
+
+export function decideInjection(input: InjectInput, config: InjectorConfig): InjectDecision {
+  const { pod, namespace } = input;
+  const labels = pod.metadata?.labels ?? {};
+  if (namespace === config.mandateNamespace) return { action: 'skip', reason: `namespace ${namespace} is Mandate's own` };
+  if (config.excludedNamespaces.includes(namespace)) return { action: 'skip', reason: `namespace ${namespace} is excluded from injection` };
+  if (pod.metadata?.annotations?.[STATUS_ANNOTATION] !== undefined) return { action: 'skip', reason: `already injected (${STATUS_ANNOTATION} is present)` };
+  if (labels[INJECT_LABEL] === 'disabled') return { action: 'skip', reason: `pod label ${INJECT_LABEL}=disabled` };
+  if (labels[INJECT_LABEL] !== 'enabled' && input.namespaceLabels[INJECT_LABEL] !== 'enabled') {
+    return { action: 'skip', reason: `neither namespace ${namespace} nor the pod has ${INJECT_LABEL}=enabled` };
+  }
+  if (pod.spec.hostNetwork === true) return { action: 'skip', reason: 'hostNetwork pod: its traffic cannot be redirected without affecting the node' };
+  const serviceAccount = podServiceAccount(pod);
+  const match = matchIdentity(input.identities, namespace, serviceAccount, labels);
+  if ('problem' in match) {
+    return {
+      action: 'refuse',
+      message: `mandate: pod is in scope of sidecar injection but has no agent identity: ${match.problem}. ` +
+        `Create an AgentIdentity for it, or label the pod ${INJECT_LABEL}=disabled.`,
+    };
+  }
+  const found = conflicts(pod, config);
+  if (found.length > 0) return { action: 'refuse', message: `mandate: pod cannot be injected: ${found.join('; ')}` };
+  return { action: 'inject', identity: match.identity };
+}

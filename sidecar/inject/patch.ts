@@ -1,0 +1,269 @@
+// The pod mutation as an RFC 6902 patch: pure, exact and deterministic (the golden files under
+// test/golden/inject pin it byte for byte).
+//
+// Contract with the other sidecar parts:
+// - mandate-init (root, NET_ADMIN+NET_RAW only) redirects every outbound TCP connection to Envoy's
+//   outbound port. Exempt: loopback, Envoy's UID (its upstream and ext_authz connections), the
+//   agent's UID (its calls to the identity service) and config.excludeOutboundPorts. Mandate's
+//   authz and identity ports need no exemption of their own: only the two exempt UIDs call them.
+//   IPv6 is redirected the same way when the node has an ip6tables nat table; without one the pod
+//   has no IPv6 to leave by.
+// - mandate-agent reads the projected token (audience config.token.audience), gets its SVID and
+//   writes key, certificate, trust bundle and the Envoy bootstrap (ENVOY_BOOTSTRAP) into the
+//   memory emptyDir that only the two sidecars mount; it reports ready on agentHealth only once
+//   all of them exist. The agent renders the bootstrap because it knows the pod (name, UID) and
+//   fetches the tools; Envoy merely loads the file. The bootstrap must put Envoy's admin API on
+//   the Unix socket ENVOY_ADMIN_SOCKET (never a TCP port: loopback is reachable from the app) and
+//   serve `/ready` on envoyHealth at the pod IP for the kubelet's probes.
+// - Native sidecars start in order and the kubelet waits for each one's startupProbe, so Envoy
+//   starts after the agent has written the bootstrap, and the user's init containers and app
+//   containers start after Envoy is ready. Mandate's three containers therefore go in front of
+//   any init containers the pod already has: otherwise those would run before the redirect.
+import type { AgentIdentity } from '../../crds/generated/types.ts';
+import type { InjectorConfig, Resources } from './config.ts';
+import {
+  AGENT_CONTAINER,
+  CA_DIR,
+  CA_VOLUME,
+  CERTS_DIR,
+  CERTS_VOLUME,
+  ENVOY_ADMIN_SOCKET,
+  ENVOY_BOOTSTRAP,
+  ENVOY_CONTAINER,
+  INIT_CONTAINER,
+  INIT_RUN_VOLUME,
+  INJECTED_LABEL,
+  INJECTION_VERSION,
+  STATUS_ANNOTATION,
+  TOKEN_DIR,
+  TOKEN_FILE,
+  TOKEN_VOLUME,
+} from './names.ts';
+import { pointer, type JsonPatchOp } from './pointer.ts';
+import type { Container, EnvVar, Pod, Volume } from './pod.ts';
+
+export interface PatchOptions {
+  /** Any tool this identity may reach terminates TLS in Envoy: the app must trust the interception CA. */
+  readonly interception: boolean;
+}
+
+/** What the status annotation records; the webhook's idempotence check only needs it to exist. */
+export interface InjectionStatus {
+  readonly version: string;
+  readonly identity: string;
+  readonly initContainers: readonly string[];
+  readonly volumes: readonly string[];
+  readonly interception: boolean;
+}
+
+function chain(bin: 'iptables' | 'ip6tables', loopback: string, config: InjectorConfig): string[] {
+  const nat = `${bin} -w -t nat`;
+  return [
+    `${nat} -N MANDATE_OUTPUT`,
+    `${nat} -A MANDATE_OUTPUT -d ${loopback} -j RETURN`,
+    `${nat} -A MANDATE_OUTPUT -o lo -j RETURN`,
+    `${nat} -A MANDATE_OUTPUT -m owner --uid-owner ${config.uids.envoy} -j RETURN`,
+    `${nat} -A MANDATE_OUTPUT -m owner --uid-owner ${config.uids.agent} -j RETURN`,
+    ...config.excludeOutboundPorts.map((p) => `${nat} -A MANDATE_OUTPUT -p tcp --dport ${p} -j RETURN`),
+    `${nat} -A MANDATE_OUTPUT -p tcp -j REDIRECT --to-ports ${config.ports.envoyOutbound}`,
+    `${nat} -A OUTPUT -p tcp -j MANDATE_OUTPUT`,
+  ];
+}
+
+/** The init container's script: `sh -ec`, so any failing rule fails the pod (closed). */
+export function redirectScript(config: InjectorConfig): string {
+  const v6 = chain('ip6tables', '::1/128', config).map((l) => `  ${l}`);
+  return [...chain('iptables', '127.0.0.1/32', config), 'if ip6tables -w -t nat -S >/dev/null 2>&1; then', ...v6, 'fi'].join('\n') + '\n';
+}
+
+const resources = (r: Resources) => ({
+  requests: { cpu: r.requests.cpu, memory: r.requests.memory },
+  limits: { cpu: r.limits.cpu, memory: r.limits.memory },
+});
+
+const seccomp = () => ({ type: 'RuntimeDefault' });
+
+function sidecarSecurity(uid: number, gid: number) {
+  return {
+    runAsUser: uid,
+    runAsGroup: gid,
+    runAsNonRoot: true,
+    privileged: false,
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { drop: ['ALL'] },
+    seccompProfile: seccomp(),
+  };
+}
+
+const probe = (path: string, port: number, periodSeconds: number, failureThreshold: number) => ({
+  httpGet: { path, port, scheme: 'HTTP' },
+  periodSeconds,
+  timeoutSeconds: 1,
+  failureThreshold,
+});
+
+const env = (name: string, value: string): EnvVar => ({ name, value });
+const field = (name: string, fieldPath: string): EnvVar => ({ name, valueFrom: { fieldRef: { fieldPath } } });
+
+export function initContainer(config: InjectorConfig): Container {
+  return {
+    name: INIT_CONTAINER,
+    image: config.images.init,
+    command: ['sh', '-ec', redirectScript(config)],
+    resources: resources(config.resources.init),
+    securityContext: {
+      // Root because iptables needs it; runAsNonRoot is set to false explicitly so a pod-level
+      // runAsNonRoot: true does not stop the pod, and nothing beyond the two capabilities is granted.
+      runAsUser: 0,
+      runAsGroup: 0,
+      runAsNonRoot: false,
+      privileged: false,
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] },
+      seccompProfile: seccomp(),
+    },
+    volumeMounts: [{ name: INIT_RUN_VOLUME, mountPath: '/run' }],
+  };
+}
+
+export function agentContainer(identity: AgentIdentity, config: InjectorConfig): Container {
+  const { ports } = config;
+  return {
+    name: AGENT_CONTAINER,
+    image: config.images.agent,
+    args: ['agent'],
+    restartPolicy: 'Always',
+    env: [
+      env('MANDATE_IDENTITY_SERVICE', config.identityServiceAddress),
+      env('MANDATE_AUTHZ_ADDRESS', config.authzAddress),
+      env('MANDATE_TRUST_DOMAIN', config.trustDomain),
+      // Informational: the SVID's SAN comes from attestation, never from this value.
+      env('MANDATE_AGENT_IDENTITY', `${identity.metadata.namespace ?? ''}/${identity.metadata.name}`),
+      env('MANDATE_TOKEN_FILE', `${TOKEN_DIR}/${TOKEN_FILE}`),
+      env('MANDATE_CERT_DIR', CERTS_DIR),
+      env('MANDATE_ENVOY_BOOTSTRAP', ENVOY_BOOTSTRAP),
+      env('MANDATE_ENVOY_ADMIN_SOCKET', ENVOY_ADMIN_SOCKET),
+      env('MANDATE_ENVOY_OUTBOUND_PORT', String(ports.envoyOutbound)),
+      env('MANDATE_ENVOY_HEALTH_PORT', String(ports.envoyHealth)),
+      env('MANDATE_ENVOY_UID', String(config.uids.envoy)),
+      env('MANDATE_HEALTH_PORT', String(ports.agentHealth)),
+      env('MANDATE_LOCAL_PORT', String(ports.agentLocal)),
+      field('POD_NAME', 'metadata.name'),
+      field('POD_NAMESPACE', 'metadata.namespace'),
+      field('POD_UID', 'metadata.uid'),
+    ],
+    ports: [{ name: 'mandate-health', containerPort: ports.agentHealth, protocol: 'TCP' }],
+    startupProbe: probe('/ready', ports.agentHealth, 1, 120),
+    readinessProbe: probe('/ready', ports.agentHealth, 5, 3),
+    livenessProbe: probe('/healthz', ports.agentHealth, 10, 3),
+    resources: resources(config.resources.agent),
+    securityContext: sidecarSecurity(config.uids.agent, config.uids.group),
+    volumeMounts: [
+      { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true },
+      { name: CERTS_VOLUME, mountPath: CERTS_DIR },
+    ],
+  };
+}
+
+export function envoyContainer(config: InjectorConfig): Container {
+  const { ports } = config;
+  return {
+    name: ENVOY_CONTAINER,
+    image: config.images.envoy,
+    command: ['envoy'],
+    args: ['--config-path', ENVOY_BOOTSTRAP, '--disable-hot-restart', '--log-level', 'warning'],
+    restartPolicy: 'Always',
+    ports: [
+      { name: 'mandate-outbound', containerPort: ports.envoyOutbound, protocol: 'TCP' },
+      { name: 'envoy-health', containerPort: ports.envoyHealth, protocol: 'TCP' },
+    ],
+    startupProbe: probe('/ready', ports.envoyHealth, 1, 120),
+    readinessProbe: probe('/ready', ports.envoyHealth, 5, 3),
+    resources: resources(config.resources.envoy),
+    securityContext: sidecarSecurity(config.uids.envoy, config.uids.group),
+    volumeMounts: [{ name: CERTS_VOLUME, mountPath: CERTS_DIR, readOnly: true }],
+  };
+}
+
+export function injectedVolumes(config: InjectorConfig, opts: PatchOptions): Volume[] {
+  const volumes: Volume[] = [
+    {
+      name: TOKEN_VOLUME,
+      projected: {
+        sources: [{ serviceAccountToken: { audience: config.token.audience, expirationSeconds: config.token.expirationSeconds, path: TOKEN_FILE } }],
+      },
+    },
+    { name: CERTS_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+    { name: INIT_RUN_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
+  ];
+  if (opts.interception) {
+    const ca = config.interceptionCA;
+    volumes.push({
+      name: CA_VOLUME,
+      // Not optional: a pod that would not trust the interception CA must not start.
+      configMap: { name: ca.configMap, items: [{ key: ca.caKey, path: 'ca.pem' }, { key: ca.bundleKey, path: 'bundle.pem' }], optional: false },
+    });
+  }
+  return volumes;
+}
+
+function caEnv(): EnvVar[] {
+  return [env('SSL_CERT_FILE', `${CA_DIR}/bundle.pem`), env('NODE_EXTRA_CA_CERTS', `${CA_DIR}/ca.pem`), env('REQUESTS_CA_BUNDLE', `${CA_DIR}/bundle.pem`)];
+}
+
+/** Appends `items` to the array at `path`, creating it when the pod has none. */
+function appendAll(ops: JsonPatchOp[], path: string, existing: readonly unknown[] | undefined, items: readonly unknown[]): void {
+  if (items.length === 0) return;
+  if (existing === undefined) ops.push({ op: 'add', path, value: items });
+  else for (const item of items) ops.push({ op: 'add', path: `${path}/-`, value: item });
+}
+
+/** CA env and mount for one app container; a variable the container already sets is left as the user wrote it. */
+function trustOps(ops: JsonPatchOp[], base: string, c: Container): void {
+  const have = new Set((c.env ?? []).map((e) => e.name));
+  appendAll(ops, `${base}/env`, c.env, caEnv().filter((e) => !have.has(e.name)));
+  appendAll(ops, `${base}/volumeMounts`, c.volumeMounts, [{ name: CA_VOLUME, mountPath: CA_DIR, readOnly: true }]);
+}
+
+function metadataOps(ops: JsonPatchOp[], pod: Pod, status: string): void {
+  const meta = pod.metadata;
+  if (meta === undefined) {
+    ops.push({ op: 'add', path: '/metadata', value: { labels: { [INJECTED_LABEL]: 'true' }, annotations: { [STATUS_ANNOTATION]: status } } });
+    return;
+  }
+  for (const [key, name, value] of [
+    ['labels', INJECTED_LABEL, 'true'],
+    ['annotations', STATUS_ANNOTATION, status],
+  ] as const) {
+    if (meta[key] === undefined) ops.push({ op: 'add', path: pointer('metadata', key), value: { [name]: value } });
+    else ops.push({ op: meta[key][name] === undefined ? 'add' : 'replace', path: pointer('metadata', key, name), value });
+  }
+}
+
+export function injectionStatus(identity: AgentIdentity, config: InjectorConfig, opts: PatchOptions): InjectionStatus {
+  return {
+    version: INJECTION_VERSION,
+    identity: `${identity.metadata.namespace ?? ''}/${identity.metadata.name}`,
+    initContainers: [INIT_CONTAINER, AGENT_CONTAINER, ENVOY_CONTAINER],
+    volumes: injectedVolumes(config, opts).map((v) => v.name),
+    interception: opts.interception,
+  };
+}
+
+/** The patch for a pod that decideInjection() said to inject. */
+export function injectionPatch(pod: Pod, identity: AgentIdentity, config: InjectorConfig, opts: PatchOptions): JsonPatchOp[] {
+  const ops: JsonPatchOp[] = [];
+  metadataOps(ops, pod, JSON.stringify(injectionStatus(identity, config, opts)));
+  // App containers first, at their original indices; Mandate's init containers are inserted after.
+  if (opts.interception) {
+    (pod.spec.initContainers ?? []).forEach((c, i) => trustOps(ops, pointer('spec', 'initContainers', i), c));
+    pod.spec.containers.forEach((c, i) => trustOps(ops, pointer('spec', 'containers', i), c));
+  }
+  const ours = [initContainer(config), agentContainer(identity, config), envoyContainer(config)];
+  if (pod.spec.initContainers === undefined) ops.push({ op: 'add', path: '/spec/initContainers', value: ours });
+  else ours.forEach((c, i) => ops.push({ op: 'add', path: pointer('spec', 'initContainers', i), value: c }));
+  appendAll(ops, '/spec/volumes', pod.spec.volumes, injectedVolumes(config, opts));
+  return ops;
+}
