@@ -13,8 +13,7 @@ import { Agent, request } from 'node:https';
 import { parseArgs } from 'node:util';
 import { CoreV1Api, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { buildConfig } from '../../controller/src/config.ts';
-import { JWT_KEYS_SECRET_NAME } from '../../controller/src/identity/cluster/jwt-keyset.ts';
-import { CA_SECRET_NAME } from '../../controller/src/identity/cluster/ca-secret.ts';
+import { applyChartRbac } from '../../controller/src/reconcile/rbac.ts';
 import { kubeAttestationPorts } from '../../controller/src/identity/service/kube-attest.ts';
 import { createClusterIdentity } from '../../controller/src/identity/service/cluster-identity.ts';
 import { ECDSA_SHA256, wc } from '../../controller/src/identity/keys.ts';
@@ -69,42 +68,9 @@ try {
   const mandateNs = await createNamespace(admin, uniqueNamespace('mandate'));
   const agentsNs = await createNamespace(admin, uniqueNamespace('agents'));
 
-  // The controller's least privilege, as in the integration test.
+  // The controller's least privilege: exactly the RBAC the chart ships (no Secrets outside its own namespace).
   await core.createNamespacedServiceAccount({ namespace: mandateNs, body: { metadata: { name: 'mandate' } } });
-  await rbac.createNamespacedRole({
-    namespace: mandateNs,
-    body: {
-      metadata: { name: 'mandate-identity' },
-      rules: [
-        { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
-        { apiGroups: [''], resources: ['secrets'], resourceNames: [CA_SECRET_NAME, JWT_KEYS_SECRET_NAME], verbs: ['get', 'update', 'list', 'watch'] },
-      ],
-    },
-  });
-  await rbac.createNamespacedRoleBinding({
-    namespace: mandateNs,
-    body: {
-      metadata: { name: 'mandate-identity' },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'mandate-identity' },
-      subjects: [{ kind: 'ServiceAccount', name: 'mandate', namespace: mandateNs }],
-    },
-  });
-  await rbac.createClusterRole({
-    body: {
-      metadata: { name: 'mandate-identity-bench' },
-      rules: [
-        { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
-        { apiGroups: [''], resources: ['pods'], verbs: ['get'] },
-      ],
-    },
-  });
-  await rbac.createClusterRoleBinding({
-    body: {
-      metadata: { name: 'mandate-identity-bench' },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'mandate-identity-bench' },
-      subjects: [{ kind: 'ServiceAccount', name: 'mandate', namespace: mandateNs }],
-    },
-  });
+  await applyChartRbac(rbac, { namespace: mandateNs, serviceAccount: 'mandate', credentials: { namespaces: [] } });
   const controllerKc = loadKubeConfig(await cp.serviceAccountKubeconfig(mandateNs, 'mandate', { expirationSeconds: 3600 }));
 
   // One identity, CONCURRENCY pods, one bound token per pod.
