@@ -60,10 +60,50 @@ export function buildBootstrap(input: BootstrapInput): Record<string, unknown> {
       },
     },
     static_resources: {
-      listeners: [outboundListener(r)],
+      listeners: [outboundListener(r), healthListener(r)],
       clusters: [authzCluster(r), originalDstCluster(r), ...r.routes.map((route) => toolCluster(r, route))],
     },
-    admin: { address: { socket_address: { address: '127.0.0.1', port_value: r.ports.admin } } },
+    // Owner-only socket (0600) on the sidecars' volume; see BootstrapPaths.adminSocket.
+    admin: { address: { pipe: { path: r.paths.adminSocket, mode: 0o600 } } },
+  };
+}
+
+/**
+ * The kubelet's readiness probe target: `/ready` answers 200, anything else 404, all from Envoy
+ * itself (no upstream). Envoy activates listeners only after its clusters and SDS secrets have
+ * warmed, so an answer means the proxy is ready to carry the app's traffic.
+ */
+function healthListener(r: ResolvedInput): Record<string, unknown> {
+  return {
+    name: 'health',
+    address: { socket_address: { address: '0.0.0.0', port_value: r.ports.health } },
+    filter_chains: [
+      {
+        filters: [
+          {
+            name: 'envoy.filters.network.http_connection_manager',
+            typed_config: {
+              '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+              stat_prefix: 'health',
+              route_config: {
+                name: 'health',
+                virtual_hosts: [
+                  {
+                    name: 'health',
+                    domains: ['*'],
+                    routes: [
+                      { match: { path: '/ready' }, direct_response: { status: 200, body: { inline_string: 'ready\n' } } },
+                      { match: { prefix: '/' }, direct_response: { status: 404 } },
+                    ],
+                  },
+                ],
+              },
+              http_filters: [{ name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+            },
+          },
+        ],
+      },
+    ],
   };
 }
 

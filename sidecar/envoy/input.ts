@@ -33,14 +33,19 @@ export interface BootstrapTool {
 export interface BootstrapPorts {
   /** Where the init container redirects outbound TCP. */
   readonly outbound: number;
-  /** Envoy admin, bound to 127.0.0.1 only. */
-  readonly admin: number;
+  /** Readiness listener on the pod IP: `/ready` answers 200 once Envoy has initialised (kubelet probes). */
+  readonly health: number;
 }
 
 /** Files the in-pod agent writes (PEM) and the SDS resource files that point at them. */
 export interface BootstrapPaths {
-  /** Folder of the SDS resource files produced by buildSdsFiles. */
+  /** Folder of the SDS resource files produced by buildSdsFiles (writable: Envoy's root fs is read-only). */
   readonly sdsDir: string;
+  /**
+   * Envoy's admin API, as a Unix socket on the volume only the sidecars mount. Not a loopback
+   * port: the app shares the pod's network namespace and could reach it (and stop the proxy).
+   */
+  readonly adminSocket: string;
   /** Folder holding svid.pem, svid-key.pem and bundle.pem, swapped atomically by the agent. */
   readonly svidDir: string;
   /** Folder holding the per-host interception certificates (see interceptCertFiles). */
@@ -71,9 +76,10 @@ export interface BootstrapInput {
   readonly maxRequestBytes?: number;
 }
 
-export const DEFAULT_PORTS: BootstrapPorts = Object.freeze({ outbound: 15001, admin: 15000 });
+export const DEFAULT_PORTS: BootstrapPorts = Object.freeze({ outbound: 15001, health: 15111 });
 export const DEFAULT_PATHS: BootstrapPaths = Object.freeze({
-  sdsDir: '/etc/mandate/sds',
+  sdsDir: '/var/run/mandate/sds',
+  adminSocket: '/var/run/mandate/envoy-admin.sock',
   svidDir: '/var/run/mandate/svid',
   interceptDir: '/var/run/mandate/intercept',
   upstreamCaFile: '/etc/ssl/certs/ca-certificates.crt',
@@ -154,8 +160,8 @@ export function resolveInput(input: BootstrapInput): ResolvedInput {
 
   const ports: BootstrapPorts = { ...DEFAULT_PORTS, ...input.ports };
   port(ports.outbound, 'ports.outbound');
-  port(ports.admin, 'ports.admin');
-  if (ports.outbound === ports.admin) throw new BootstrapInputError('ports', 'outbound and admin ports must differ');
+  port(ports.health, 'ports.health');
+  if (ports.outbound === ports.health) throw new BootstrapInputError('ports', 'outbound and health ports must differ');
 
   const paths: BootstrapPaths = { ...DEFAULT_PATHS, ...input.paths };
   for (const key of Object.keys(paths) as (keyof BootstrapPaths)[]) absolute(paths[key], `paths.${key}`);

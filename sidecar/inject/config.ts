@@ -23,7 +23,7 @@ export interface InjectorConfig {
   readonly ports: {
     /** Envoy's outbound listener: every redirected TCP connection lands here (sidecar/envoy's default too). */
     readonly envoyOutbound: number;
-    /** Envoy's readiness listener (pod IP, `/ready`); the admin interface stays on loopback. */
+    /** Envoy's readiness listener (pod IP, `/ready`); admin is a Unix socket on the sidecars' volume, never a port. */
     readonly envoyHealth: number;
     /** The agent's probe endpoint (pod IP, `/ready`, `/healthz`). */
     readonly agentHealth: number;

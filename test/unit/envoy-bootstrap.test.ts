@@ -68,8 +68,14 @@ for (const name of goldenCases()) {
 
   test(`invariants: ${name}`, () => {
     const b = buildBootstrap(readGoldenInput(name));
-    // Admin is reachable from the pod only.
-    assert.equal(get(b, 'admin', 'address', 'socket_address', 'address'), '127.0.0.1');
+    // Admin is a 0600 Unix socket on the sidecars' volume: no TCP port the app could reach.
+    assert.match(get(b, 'admin', 'address', 'pipe', 'path') as string, /^\/var\/run\/mandate\//);
+    assert.equal(get(b, 'admin', 'address', 'pipe', 'mode'), 0o600);
+    assert.equal(get(b, 'admin', 'address', 'socket_address'), undefined);
+    // The health listener answers from Envoy itself and leads nowhere.
+    const health = get(b, 'static_resources', 'listeners', 1) as Json;
+    assert.equal(health.name, 'health');
+    assert.ok(objects(health).every((o) => o.cluster === undefined && o.cluster_name === undefined));
     // Every ext_authz fails closed, talks to Mandate and has a deadline.
     const authz = objects(b).filter((o) => EXT_AUTHZ_TYPES.has(o['@type'] as string));
     assert.ok(authz.length > 0);
@@ -192,7 +198,7 @@ test('the strict walker catches an unknown @type, a wrong enum, a bad duration a
   (get(twoOneof, 'static_resources', 'clusters', 1) as Json).cluster_type = { name: 'x' };
   assert.match(strictProblems(BOOTSTRAP, twoOneof).join('\n'), /oneof cluster_discovery_type already has type/);
   const badPort = clone(b);
-  (get(badPort, 'admin', 'address', 'socket_address') as Json).port_value = -1;
+  (get(badPort, 'static_resources', 'listeners', 1, 'address', 'socket_address') as Json).port_value = -1;
   assert.match(strictProblems(BOOTSTRAP, badPort).join('\n'), /port_value: expected a uint32/);
   const badSecret = clone(JSON.parse(buildSdsFiles(baseInput())['mandate-svid.json'] as string) as Json);
   (get(badSecret, 'resources', 0, 'tls_certificate') as Json).private_keys = {};
@@ -208,7 +214,7 @@ test('the walker enforces the protoc-gen-validate rules Envoy checks at load tim
   delete (get(noRoutes, 'static_resources', 'listeners', 0, 'filter_chains', 0, 'filters', 0, 'typed_config') as Json).route_config;
   assert.match(strictProblems(BOOTSTRAP, noRoutes).join('\n'), /oneof route_specifier is required/);
   const bigPort = clone(b);
-  (get(bigPort, 'admin', 'address', 'socket_address') as Json).port_value = 70000;
+  (get(bigPort, 'static_resources', 'listeners', 1, 'address', 'socket_address') as Json).port_value = 70000;
   assert.match(strictProblems(BOOTSTRAP, bigPort).join('\n'), /port_value: violates \(validate\.rules\)\.uint32\.lte/);
   const zeroTimeout = clone(b);
   (get(zeroTimeout, 'static_resources', 'clusters', 0) as Json).connect_timeout = '0s';
@@ -225,8 +231,8 @@ test('the walker accepts lowerCamel JSON names, as Envoy does', () => {
 test('inputs Envoy could not load, or that would open a hole, are refused with the field named', () => {
   const base = baseInput();
   const cases: [string, BootstrapInput][] = [
-    ['ports', { ...base, ports: { outbound: 15001, admin: 15001 } }],
-    ['ports.admin', { ...base, ports: { admin: 70000 } }],
+    ['ports', { ...base, ports: { outbound: 15001, health: 15001 } }],
+    ['ports.health', { ...base, ports: { health: 70000 } }],
     ['authz.serverSpiffeId', { ...base, authz: { ...base.authz, serverSpiffeId: 'mandate' } }],
     ['identity.spiffeId', { ...base, identity: { ...base.identity, spiffeId: 'https://x' } }],
     ['paths.sdsDir', { ...base, paths: { sdsDir: 'relative/dir' } }],
