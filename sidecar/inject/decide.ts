@@ -34,7 +34,12 @@ function selects(identity: AgentIdentity, labels: Readonly<Record<string, string
   return Object.entries(identity.spec.selector?.matchLabels ?? {}).every(([k, v]) => v === undefined || labels[k] === v);
 }
 
-/** The same rule as attestation: same namespace and ServiceAccount, selector matches, exactly one. */
+/**
+ * Which AgentIdentity a pod is: same namespace and ServiceAccount, selector matching the pod's
+ * labels, exactly one. The one copy of the rule: the injector (admission) and the identity
+ * service (attestation, controller/src/identity/service/attest.ts) both call it, so a pod is never
+ * injected for one identity and issued another.
+ */
 export function matchIdentity(
   identities: Iterable<AgentIdentity>,
   namespace: string,
@@ -44,7 +49,7 @@ export function matchIdentity(
   const forAccount = [...identities].filter((i) => i.metadata.namespace === namespace && i.spec.serviceAccount === serviceAccount);
   const names = (xs: AgentIdentity[]): string => xs.map((i) => i.metadata.name).sort().join(', ');
   const ref = `${namespace}/${serviceAccount}`;
-  if (forAccount.length === 0) return { problem: `no AgentIdentity in namespace ${namespace} names ServiceAccount ${serviceAccount}` };
+  if (forAccount.length === 0) return { problem: `no AgentIdentity for ServiceAccount ${ref}` };
   const matching = forAccount.filter((i) => selects(i, labels));
   if (matching.length === 0) {
     return { problem: `no AgentIdentity for ServiceAccount ${ref} selects this pod's labels (candidates: ${names(forAccount)})` };

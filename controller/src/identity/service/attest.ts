@@ -11,6 +11,7 @@ import type { AgentIdentity } from '../../../../crds/generated/types.ts';
 import { MandateError } from '../../errors.ts';
 import type { Snapshot } from '../../store/snapshot.ts';
 import { agentSpiffeId } from '../spiffe.ts';
+import { matchIdentity } from '../../../../sidecar/inject/decide.ts';
 
 export const POD_NAME_EXTRA = 'authentication.kubernetes.io/pod-name';
 export const POD_UID_EXTRA = 'authentication.kubernetes.io/pod-uid';
@@ -128,34 +129,11 @@ export function checkPod(pod: PodFacts | undefined, token: BoundToken): PodFacts
   return pod;
 }
 
-function selectorMatches(identity: AgentIdentity, labels: Readonly<Record<string, string>>): boolean {
-  const match = identity.spec.selector?.matchLabels ?? {};
-  return Object.entries(match).every(([k, v]) => v === undefined || labels[k] === v);
-}
-
 /** Exactly one AgentIdentity for (namespace, ServiceAccount, pod labels), or IDENTITY_UNKNOWN saying why not. */
 export function selectIdentity(snapshot: Snapshot, namespace: string, serviceAccount: string, labels: Readonly<Record<string, string>>): AgentIdentity {
-  const forAccount: AgentIdentity[] = [];
-  for (const identity of snapshot.identities.values()) {
-    if (identity.metadata.namespace === namespace && identity.spec.serviceAccount === serviceAccount) forAccount.push(identity);
-  }
-  if (forAccount.length === 0) throw new MandateError('IDENTITY_UNKNOWN', `no AgentIdentity for ServiceAccount ${namespace}/${serviceAccount}`);
-  const matching = forAccount.filter((i) => selectorMatches(i, labels));
-  const names = (xs: AgentIdentity[]): string => xs.map((i) => i.metadata.name).sort().join(', ');
-  if (matching.length === 0) {
-    throw new MandateError(
-      'IDENTITY_UNKNOWN',
-      `no AgentIdentity for ServiceAccount ${namespace}/${serviceAccount} selects this pod's labels (candidates: ${names(forAccount)})`,
-    );
-  }
-  if (matching.length > 1) {
-    throw new MandateError(
-      'IDENTITY_UNKNOWN',
-      `ServiceAccount ${namespace}/${serviceAccount} with this pod's labels matches ${matching.length} AgentIdentities (${names(matching)}); ` +
-        'give them selectors that pick exactly one',
-    );
-  }
-  return matching[0] as AgentIdentity;
+  const match = matchIdentity(snapshot.identities.values(), namespace, serviceAccount, labels);
+  if ('problem' in match) throw new MandateError('IDENTITY_UNKNOWN', match.problem);
+  return match.identity;
 }
 
 /** IDENTITY_SUSPENDED when the kill switch is on or the identity has expired. */
